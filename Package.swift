@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+// Relaygate: a relay-control SMTP gateway. Toolchain only; C libraries come from Debian's -dev packages.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "relaygate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "relaygate", targets: ["relaygate"]),
+    ],
+    targets: [
+        // Linux calls Glibc's Swift overlay does not import (epoll, eventfd, accept4, renameat2).
+        .target(name: "CShim", path: "Sources/CShim"),
+        .target(name: "MailModel", swiftSettings: strict),
+        .target(name: "SMTPProtocol", dependencies: ["MailModel"], swiftSettings: strict),
+        .target(name: "PolicyLanguage", swiftSettings: strict),
+        .target(name: "Config", dependencies: ["PolicyLanguage", "MailModel"], swiftSettings: strict),
+        .target(name: "Queue", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
+        .target(name: "Transport", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
+        .target(
+            name: "Gateway",
+            dependencies: ["MailModel", "SMTPProtocol", "Config", "Queue", "Transport"],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "relaygate",
+            dependencies: ["Gateway", "Config", "Queue", "PolicyLanguage", "MailModel"],
+            swiftSettings: strict),
+        .testTarget(name: "MailModelTests", dependencies: ["MailModel"], swiftSettings: strict),
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol", "MailModel"],
+                    resources: [.copy("Dialogs")], swiftSettings: strict),
+        .testTarget(name: "PolicyLanguageTests", dependencies: ["PolicyLanguage", "Config"],
+                    resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "QueueTests", dependencies: ["Queue", "MailModel"], swiftSettings: strict),
+    ]
+)

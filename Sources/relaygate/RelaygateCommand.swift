@@ -1,0 +1,3 @@
+enum RelaygateCommand {
+    static func main() { print("relaygate") }
+}
