@@ -1,0 +1,88 @@
+import MailModel
+import PolicyLanguage
+
+/// Config: the meaning of the configuration language (PolicyLanguage gives its syntax). Pure: it turns
+/// directives into a typed `Configuration` and diagnostics; the one I/O adapter, `FileSourceReader`,
+/// only reads the files the parser asks for.
+///
+/// This is the first part of the language: the server's listeners, limits, protocol switches and
+/// spool. Relay rules, TLS, authentication and routes join it as further top-level directives.
+public struct Configuration: Sendable {
+    public var hostname: String?
+    public var spool: String
+    public var listeners: [Listener]
+    public var limits: Limits
+    public var smtp: SMTPOptions
+    public var queue: QueueOptions
+
+    public init(hostname: String? = nil, spool: String = Configuration.defaultSpool, listeners: [Listener] = [],
+                limits: Limits = Limits(), smtp: SMTPOptions = SMTPOptions(), queue: QueueOptions = QueueOptions()) {
+        self.hostname = hostname; self.spool = spool; self.listeners = listeners
+        self.limits = limits; self.smtp = smtp; self.queue = queue
+    }
+
+    public static let defaultSpool = "/var/spool/relaygate"
+}
+
+public struct Listener: Sendable, Hashable {
+    public var name: String
+    public var addresses: [ListenAddress]
+    public init(name: String, addresses: [ListenAddress]) { self.name = name; self.addresses = addresses }
+}
+
+/// `127.0.0.1:2525`, `[::1]:2525`, `0.0.0.0:25`, `[::]:25`. Port 0 asks the system for a free port.
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: IPAddress
+    public var port: UInt16
+    public init(host: IPAddress, port: UInt16) { self.host = host; self.port = port }
+
+    public init?(_ text: String) {
+        let hostPart: Substring, portPart: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            hostPart = text[text.index(after: text.startIndex)..<close]
+            portPart = text[text.index(close, offsetBy: 2)...]
+            guard let h = IPAddress(hostPart), !h.isV4 else { return nil }
+            host = h
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            hostPart = text[..<colon]
+            portPart = text[text.index(after: colon)...]
+            guard let h = IPAddress(hostPart), h.isV4 else { return nil }
+            host = h
+        }
+        guard !portPart.isEmpty, portPart.allSatisfy(\.isNumber), let p = UInt16(portPart) else { return nil }
+        port = p
+    }
+
+    public var description: String { host.isV4 ? "\(host):\(port)" : "[\(host)]:\(port)" }
+}
+
+public struct Limits: Sendable, Hashable {
+    public var messageSize = 25 * 1024 * 1024
+    public var recipients = 100
+    public var errors = 10
+    public var commandLine = 512
+    public var textLine = 1000
+    public var sessions = 1000
+    public var sessionsPerClient = 50
+    public var commandTimeout: Duration = .seconds(300)
+    public var dataTimeout: Duration = .seconds(600)
+    public var receivedHeaders = 30
+    public var shutdownTimeout: Duration = .seconds(30)
+    public init() {}
+}
+
+public struct SMTPOptions: Sendable, Hashable {
+    /// Wait this long before the greeting; a client that talks first gets 554 (RFC 5321 3.1 / 4.3.1).
+    public var greetingDelay: Duration = .zero
+    /// Clients whose bare LF is turned into CRLF instead of refused.
+    public var normalizeBareLF: [IPNetwork] = []
+    public init() {}
+}
+
+public struct QueueOptions: Sendable, Hashable {
+    /// Threads that write and fsync queue files, so that many sessions' fsyncs overlap.
+    public var writers = 8
+    public init() {}
+}

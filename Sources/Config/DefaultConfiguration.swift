@@ -1,0 +1,29 @@
+/// The embedded default `make run` starts with, written in the configuration language itself
+/// (printed by `relaygate check --print-default`). Relaying is allowed for 127.0.0.1 and ::1 only:
+/// that rule is built into the server until the relay-policy part of the language expresses it.
+public enum DefaultConfiguration {
+    public static let fileName = "<embedded default>"
+    public static let text = """
+        # Relaygate's embedded default: a gateway for this machine only.
+        # Relaying: clients 127.0.0.1 and ::1 may send anywhere; every other recipient is refused at RCPT.
+
+        spool ./var/spool
+
+        listener default {
+            address 127.0.0.1:2525
+            address [::1]:2525
+        }
+
+        limits {
+            message-size 25M
+            recipients 100
+            errors 10
+            sessions 1000
+            sessions-per-client 50
+            command-timeout 5m
+            data-timeout 10m
+            received-headers 30
+        }
+
+        """
+}

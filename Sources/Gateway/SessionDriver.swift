@@ -1,0 +1,233 @@
+import Glibc
+import MailModel
+import Queue
+import SMTPProtocol
+import Transport
+
+/// Drives one connection: bytes in, `ServerSession` actions out. Lives on its connection's loop.
+final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
+    let id: SessionID
+    let connection: Connection
+    let context: ServerContext
+    let listenerName: String
+    let onEnd: (SessionDriver) -> Void
+    var session: ServerSession
+    var greeted = false
+    var ended = false
+    var timer: TimerID?
+    var deadline: UInt64 = 0
+    var lastProgress = -1
+    var lastTimeout = SessionTimeout.none
+    let startedAt = MonotonicClock.now()
+    var stats = (messages: 0, recipients: 0, refusals: 0)
+
+    var log: MailLog { context.log }
+
+    init(id: SessionID, connection: Connection, context: ServerContext, listenerName: String,
+         onEnd: @escaping (SessionDriver) -> Void) {
+        self.id = id
+        self.connection = connection
+        self.context = context
+        self.listenerName = listenerName
+        self.onEnd = onEnd
+        self.session = ServerSession(settings: context.sessionSettings(for: connection.peer.ip))
+    }
+
+    func start() {
+        connection.delegate = self
+        log.event("connect", session: id, [("client", connection.peer.description), ("listener", listenerName),
+                                            ("local", connection.local.description)])
+        let delay = context.configuration.smtp.greetingDelay.nanoseconds
+        if delay > 0 {
+            timer = connection.loop.schedule(at: MonotonicClock.now() + delay) { [self] in
+                self.timer = nil
+                self.greet()
+            }
+        } else {
+            greet()
+        }
+    }
+
+    func greet() {
+        guard !ended, !greeted else { return }
+        greeted = true
+        if connection.hasPendingInput {
+            perform(session.clientSpokeEarly())
+        } else {
+            perform(session.start())
+        }
+    }
+
+    // MARK: ConnectionDelegate
+
+    func connectionReceived(_ bytes: ArraySlice<UInt8>) {
+        guard !ended else { return }
+        if !greeted {
+            greeted = true
+            if let t = timer { connection.loop.cancel(t); timer = nil }
+            perform(session.clientSpokeEarly())
+            return
+        }
+        if session.timeout == .data { lastProgress = -1 }   // a DATA block arrived: restart its timer
+        perform(session.receive(bytes))
+    }
+
+    func connectionClosed() {
+        guard !ended else { return }
+        ended = true
+        if let t = timer { connection.loop.cancel(t); timer = nil }
+        let ms = (MonotonicClock.now() - startedAt) / 1_000_000
+        log.event("disconnect", session: id, [("client", connection.peer.description), ("duration", "\(ms)ms"),
+                                               ("messages", "\(stats.messages)"), ("recipients", "\(stats.recipients)"),
+                                               ("refusals", "\(stats.refusals)")])
+        onEnd(self)
+    }
+
+    // MARK: Actions
+
+    func perform(_ actions: [SessionAction]) {
+        var replies: [UInt8] = []
+        var closeAfter = false
+        for action in actions {
+            switch action {
+            case .reply(let r):
+                replies += r.wire
+                log.debug("reply", session: id, [("reply", r.description)])
+            case .refuse(let refusal):
+                stats.refusals += 1
+                logRefusal(refusal)
+                replies += refusal.reply.wire
+            case .log(let event):
+                logEvent(event)
+            case .decideRecipient(let request):
+                let verdict = context.policy.decide(RecipientFacts(
+                    listener: listenerName, client: connection.peer.ip, heloName: request.heloName,
+                    sender: request.sender, recipient: request.recipient.path))
+                if !replies.isEmpty { connection.write(replies); replies = [] }
+                perform(session.recipientDecided(verdict))
+            case .enqueue(let submission):
+                if !replies.isEmpty { connection.write(replies); replies = [] }
+                enqueue(submission)
+            case .close:
+                closeAfter = true
+            }
+        }
+        if !replies.isEmpty { connection.write(replies) }
+        if closeAfter || session.isClosed {
+            connection.closeAfterFlush()
+            return
+        }
+        if session.wantsInput { connection.resumeReading() } else { connection.pauseReading() }
+        armTimer()
+    }
+
+    func enqueue(_ s: MessageSubmission) {
+        let queueID = SpoolDirectory.newID()
+        let now = Int(time(nil))
+        let received = ReceivedHeader.format(
+            heloName: s.heloName, clientAddress: connection.peer.ip, clientName: nil, hostname: context.hostname,
+            protocolWord: s.protocolWord, queueID: queueID,
+            recipient: s.envelope.recipients.count == 1 ? s.envelope.recipients[0].path : nil, date: now)
+        let size = received.count + s.body.count
+        let stored = StoredEnvelope(
+            id: queueID, received: now, envelope: s.envelope, size: size,
+            client: .init(address: connection.peer.ip.description, helo: s.heloName, session: id.description,
+                          listener: listenerName, protocol: s.protocolWord))
+        let header = QueueFile.header(stored)
+        let spool = context.spool
+        let loop = connection.loop
+        let body = s.body
+        context.writers.submit { [self] in
+            let result: EnqueueResult
+            do throws(QueueError) {
+                try spool.store(id: queueID, header: header, data: [received, body])
+                result = .queued(queueID)
+            } catch {
+                switch error {
+                case .noSpace: result = .noSpace(reason: "\(error)")
+                case .io: result = .failed(reason: "\(error)")
+                }
+            }
+            loop.execute { [self] in
+                guard !self.ended else {
+                    // Stored, but the client is gone before hearing 250: it will send again (a duplicate,
+                    // never a loss).
+                    if case .queued(let id) = result { self.log.warning("queued-unacknowledged", session: self.id, [("id", id.text)]) }
+                    return
+                }
+                if case .queued(let id) = result {
+                    self.stats.messages += 1
+                    self.log.event("accepted", session: self.id, [
+                        ("id", id.text), ("size", "\(size)"), ("from", s.envelope.sender.description),
+                        ("nrcpt", "\(s.envelope.recipients.count)"),
+                        ("rcpt", s.envelope.recipients.map { $0.path.description }.joined(separator: ",")),
+                    ])
+                }
+                self.perform(self.session.enqueueCompleted(result))
+            }
+        }
+    }
+
+    func logRefusal(_ r: Refusal) {
+        log.event("refuse", session: id, [("stage", r.stage.rawValue), ("client", connection.peer.ip.description),
+                                           ("code", "\(r.reply.code)"), ("status", r.reply.status?.description ?? "-"),
+                                           ("reply", r.reply.lines.joined(separator: " ")), ("reason", r.reason)])
+    }
+
+    func logEvent(_ e: SessionEvent) {
+        switch e {
+        case .helo(let name, let extended):
+            log.event(extended ? "ehlo" : "helo", session: id, [("name", name)])
+        case .mailFrom(let sender):
+            log.debug("mail", session: id, [("from", sender.description)])
+        case .recipientAccepted(let r, let rule):
+            stats.recipients += 1
+            log.event("rcpt", session: id, [("to", r.path.description), ("verdict", "relay"), ("rule", rule)])
+        case .lineDiscarded(let kind):
+            log.debug("discard", session: id, [("kind", kind)])
+        }
+    }
+
+    // MARK: Timeouts (RFC 5321 4.5.3.2)
+
+    func armTimer() {
+        let kind = session.timeout
+        if kind == .none {
+            if let t = timer { connection.loop.cancel(t); timer = nil }
+            lastTimeout = kind
+            return
+        }
+        if kind != lastTimeout || session.progress != lastProgress {
+            lastTimeout = kind
+            lastProgress = session.progress
+            let limit = kind == .data ? context.configuration.limits.dataTimeout : context.configuration.limits.commandTimeout
+            deadline = MonotonicClock.now() + limit.nanoseconds
+        }
+        if timer == nil {
+            timer = connection.loop.schedule(at: deadline) { [self] in self.timerFired() }
+        }
+    }
+
+    func timerFired() {
+        timer = nil
+        guard !ended, session.timeout != .none else { return }
+        if MonotonicClock.now() >= deadline {
+            perform(session.timedOut())
+        } else {
+            timer = connection.loop.schedule(at: deadline) { [self] in self.timerFired() }
+        }
+    }
+
+    // MARK: Shutdown
+
+    func beginShutdown() {
+        guard !ended else { return }
+        perform(session.beginShutdown())
+    }
+
+    func forceClose() {
+        guard !ended else { return }
+        if session.isIdle || session.timeout == .data { connection.write(Reply.shuttingDown.wire) }
+        connection.closeAfterFlush()
+    }
+}

@@ -1,0 +1,56 @@
+import Glibc
+
+enum Help {
+    static let topics: [String: String] = [
+        "serve": """
+            usage: relaygate serve [--config FILE] [--listen ADDR:PORT]... [--spool DIR]
+                                   [--log-format text|json] [--debug]
+            Runs the gateway in the foreground and logs to stderr. Without --config it uses the embedded
+            default (relaygate check --print-default). --listen (repeatable) and --spool replace what the
+            configuration says. SIGTERM or SIGINT: stop accepting, let sessions finish within
+            limits.shutdown-timeout, exit 0.
+            """,
+        "check": """
+            usage: relaygate check --config FILE
+                   relaygate check --print-default
+            Reads the configuration and prints every problem as file:line:col: message.
+            Exit status 0 when it is valid, 1 when it is not.
+            """,
+        "queue": """
+            usage: relaygate queue list [--json] [--spool DIR | --config FILE]
+                   relaygate queue show ID [--spool DIR | --config FILE]
+            Reads the spool (safe while the server runs): list shows every queued message, oldest
+            first; show prints one message's envelope and data.
+            """,
+        "help": """
+            usage: relaygate help [COMMAND]
+            """,
+    ]
+
+    static let overview = """
+        relaygate: a relay-control SMTP gateway
+
+        usage: relaygate COMMAND [OPTIONS]
+
+        commands:
+          serve     run the gateway in the foreground
+          check     validate a configuration file
+          queue     list and show queued messages
+          help      show help for a command
+          --version print the version
+
+        'relaygate help COMMAND' tells more.
+        """
+
+    static func run(_ args: [String]) {
+        guard let topic = args.first else {
+            print(overview)
+            exit(0)
+        }
+        guard args.count == 1, let text = topics[topic] else {
+            RelaygateCommand.usageError("no help for '\(args.joined(separator: " "))'")
+        }
+        print(text)
+        exit(0)
+    }
+}
