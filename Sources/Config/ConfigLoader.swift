@@ -101,7 +101,9 @@ public struct ConfigLoader {
             error(name.location, "listener name '\(name.text)' may hold only letters, digits, '-' and '_'")
         }
         var addresses: [ListenAddress] = []
+        var written = false
         for e in block(d, keys: Self.listenerKeys) where e.name == "address" {
+            written = true
             guard !e.arguments.isEmpty else { error(e.location, "address needs ADDR:PORT"); continue }
             for a in e.arguments {
                 if let la = ListenAddress(a.text) { addresses.append(la) } else {
@@ -109,7 +111,7 @@ public struct ConfigLoader {
                 }
             }
         }
-        if d.block != nil && addresses.isEmpty { error(d.location, "listener '\(name.text)' has no address") }
+        if d.block != nil && !written { error(d.location, "listener '\(name.text)' has no address") }
         return Listener(name: name.text, addresses: addresses)
     }
 

@@ -1,0 +1,67 @@
+import Config
+import Foundation
+import PolicyLanguage
+import XCTest
+
+/// The corpus of broken configurations: each file names, in `# expect: line:col: message` comments,
+/// every diagnostic it must produce, in order, and nothing else.
+final class ConfigTests: XCTestCase {
+    var fixtures: URL { Bundle.module.resourceURL!.appendingPathComponent("Fixtures") }
+
+    /// Runs with the fixtures folder as the working directory so that paths in messages are stable.
+    func load(_ relative: String) -> (Configuration, [Diagnostic]) {
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(fixtures.deletingLastPathComponent().path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        return ConfigLoader.load(path: "Fixtures/" + relative)
+    }
+
+    func testBrokenCorpus() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: fixtures.appendingPathComponent("broken").path)
+            .filter { $0.hasSuffix(".conf") }.sorted()
+        XCTAssertGreaterThanOrEqual(names.count, 15)
+        for name in names {
+            let text = try String(contentsOf: fixtures.appendingPathComponent("broken/\(name)"), encoding: .utf8)
+            let expected = text.split(separator: "\n").filter { $0.hasPrefix("# expect: ") }
+                .map { "Fixtures/broken/\(name):" + $0.dropFirst("# expect: ".count) }
+            XCTAssertFalse(expected.isEmpty, "\(name) has no expectation")
+            let (_, diagnostics) = load("broken/\(name)")
+            XCTAssertEqual(diagnostics.map(\.description), expected, name)
+        }
+    }
+
+    func testValidConfigurationWithInclude() {
+        let (c, diagnostics) = load("valid/full.conf")
+        XCTAssertEqual(diagnostics, [])
+        XCTAssertEqual(c.hostname, "relay.example.org")
+        XCTAssertEqual(c.listeners.map(\.name), ["mx", "submission"])
+        XCTAssertEqual(c.listeners[0].addresses.map(\.description), ["0.0.0.0:25", "[::]:25"])
+        XCTAssertEqual(c.listeners[1].addresses.map(\.description), ["127.0.0.1:587", "[::1]:587"])
+        XCTAssertEqual(c.limits.messageSize, 50 * 1024 * 1024)
+        XCTAssertEqual(c.limits.commandTimeout, .seconds(300))
+        XCTAssertEqual(c.limits.shutdownTimeout, .seconds(60))
+        XCTAssertEqual(c.smtp.greetingDelay, .milliseconds(250))
+        XCTAssertEqual(c.smtp.normalizeBareLF.map(\.description), ["192.0.2.0/24", "2001:db8::/32"])
+        XCTAssertEqual(c.queue.writers, 16)
+    }
+
+    func testEmbeddedDefaultIsValidAndMeansWhatItSays() {
+        let (c, diagnostics) = ConfigLoader.load(text: DefaultConfiguration.text, file: DefaultConfiguration.fileName)
+        XCTAssertEqual(diagnostics, [])
+        XCTAssertEqual(c.spool, "./var/spool")
+        XCTAssertEqual(c.listeners.flatMap(\.addresses).map(\.description), ["127.0.0.1:2525", "[::1]:2525"])
+        XCTAssertEqual(c.limits.messageSize, 25 * 1024 * 1024)
+        XCTAssertEqual(c.limits.recipients, 100)
+    }
+
+    func testSizesAndDurations() {
+        XCTAssertEqual(ConfigLoader.parseSize("512k"), 512 * 1024)
+        XCTAssertEqual(ConfigLoader.parseSize("1G"), 1 << 30)
+        XCTAssertEqual(ConfigLoader.parseSize("2MiB"), 2 << 20)
+        XCTAssertEqual(ConfigLoader.parseSize("1000"), 1000)
+        XCTAssertNil(ConfigLoader.parseSize("M"))
+        XCTAssertNil(ConfigLoader.parseSize("-1"))
+        XCTAssertEqual(ConfigLoader.parseDuration("2d"), .seconds(172_800))
+        XCTAssertNil(ConfigLoader.parseDuration("1.5s"))
+    }
+}
