@@ -51,18 +51,14 @@ public enum CommandParser {
     // MARK: MAIL / RCPT
 
     static func parseMail(_ arg: ArraySlice<UInt8>) -> Result<Command, CommandError> {
-        guard let rest = dropKeyword("FROM:", arg) else { return .failure(.syntax(usage: "MAIL FROM:<address>")) }
-        let (pathResult, paramText) = AddressParser.parsePath(rest, allowNull: true, allowPostmaster: false)
-        guard let path = pathResult else { return .failure(.badSender) }
-        let params: [Parameter]
-        switch splitParameters(paramText) {
+        let path: AddressParser.ParsedPath, params: [Parameter]
+        switch pathAndParameters(arg, keyword: "FROM:", usage: "MAIL FROM:<address>", badPath: .badSender,
+                                 allowNull: true, allowPostmaster: false) {
         case .failure(let e): return .failure(e)
-        case .success(let p): params = p
+        case .success(let r): (path, params) = r
         }
         var mp = MailParameters()
-        var seen = Set<String>()
         for p in params {
-            guard seen.insert(p.keyword).inserted else { return .failure(.badParameter) }
             switch p.keyword {
             case "SIZE":
                 guard let v = p.value, !v.isEmpty, v.count <= 20, v.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
@@ -101,18 +97,14 @@ public enum CommandParser {
     }
 
     static func parseRcpt(_ arg: ArraySlice<UInt8>) -> Result<Command, CommandError> {
-        guard let rest = dropKeyword("TO:", arg) else { return .failure(.syntax(usage: "RCPT TO:<address>")) }
-        let (pathResult, paramText) = AddressParser.parsePath(rest, allowNull: false, allowPostmaster: true)
-        guard let path = pathResult else { return .failure(.badRecipient) }
-        let params: [Parameter]
-        switch splitParameters(paramText) {
+        let path: AddressParser.ParsedPath, params: [Parameter]
+        switch pathAndParameters(arg, keyword: "TO:", usage: "RCPT TO:<address>", badPath: .badRecipient,
+                                 allowNull: false, allowPostmaster: true) {
         case .failure(let e): return .failure(e)
-        case .success(let p): params = p
+        case .success(let r): (path, params) = r
         }
         var rp = RecipientParameters()
-        var seen = Set<String>()
         for p in params {
-            guard seen.insert(p.keyword).inserted else { return .failure(.badParameter) }
             switch p.keyword {
             case "NOTIFY":
                 guard let v = p.value, let n = parseNotify(v) else { return .failure(.badParameter) }
@@ -132,6 +124,23 @@ public enum CommandParser {
             }
         }
         return .success(.rcpt(path.forward, rp))
+    }
+
+    /// `KEYWORD <path> params` shared by MAIL and RCPT: the path, then parameters with no keyword twice
+    /// (RFC 5321 4.1.2 esmtp-param; RFC 1870 and 3461 each allow a keyword once).
+    static func pathAndParameters(_ arg: ArraySlice<UInt8>, keyword: String, usage: String, badPath: CommandError,
+                                  allowNull: Bool, allowPostmaster: Bool)
+        -> Result<(AddressParser.ParsedPath, [Parameter]), CommandError>
+    {
+        guard let rest = dropKeyword(keyword, arg) else { return .failure(.syntax(usage: usage)) }
+        let (pathResult, paramText) = AddressParser.parsePath(rest, allowNull: allowNull, allowPostmaster: allowPostmaster)
+        guard let path = pathResult else { return .failure(badPath) }
+        switch splitParameters(paramText) {
+        case .failure(let e): return .failure(e)
+        case .success(let params):
+            guard Set(params.map(\.keyword)).count == params.count else { return .failure(.badParameter) }
+            return .success((path, params))
+        }
     }
 
     static func parseNotify(_ v: ArraySlice<UInt8>) -> DSNNotify? {
