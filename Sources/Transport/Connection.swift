@@ -116,10 +116,13 @@ public final class Connection: EventHandler, @unchecked Sendable {
     public func handleEvents(readable: Bool, writable: Bool, hangup: Bool) {
         if writable { flush() }
         if isClosed { return }
-        if readable || hangup {
-            guard registeredRead || hangup else { return }
-            readAvailable()
+        if hangup && !registeredRead {
+            // HUP/ERR arrive even while reading is paused: the peer is gone, and level-triggered
+            // epoll would report it again and again.
+            close()
+            return
         }
+        if readable || hangup { readAvailable() }
     }
 
     func readAvailable() {

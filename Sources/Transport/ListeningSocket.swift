@@ -8,6 +8,7 @@ public final class ListeningSocket: EventHandler, @unchecked Sendable {
     public let address: SocketAddress
     let fd: Int32
     var token: UInt64 = 0
+    var closed = false
     weak var loop: EventLoop?
     let onAccept: (Int32, SocketAddress, SocketAddress) -> Void
 
@@ -43,8 +44,18 @@ public final class ListeningSocket: EventHandler, @unchecked Sendable {
     public func shutdown() {
         guard let loop else { close(fd); return }
         loop.execute { [self] in
+            closed = true
             loop.unregister(fd: fd, token: token)
             close(fd)
+        }
+    }
+
+    func pauseAccepting() {
+        guard let loop else { return }
+        loop.modify(fd: fd, token: token, read: false, write: false)
+        loop.schedule(at: MonotonicClock.now() + 100_000_000) { [self] in
+            guard !closed else { return }
+            loop.modify(fd: fd, token: token, read: true, write: false)
         }
     }
 
@@ -57,9 +68,13 @@ public final class ListeningSocket: EventHandler, @unchecked Sendable {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { rg_accept4(fd, $0, &len) }
             }
             if c < 0 {
-                // EAGAIN: drained. EMFILE/ENFILE: out of descriptors; the pending connection waits in
-                // the backlog and is retried on the next wake-up.
-                return
+                let e = errno
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // Out of descriptors: the connection waits in the backlog. Stop listening for a
+                    // moment, or level-triggered epoll would wake this loop without end.
+                    pauseAccepting()
+                }
+                return   // EAGAIN: drained
             }
             var localStorage = sockaddr_storage()
             var localLen = socklen_t(MemoryLayout<sockaddr_storage>.size)
