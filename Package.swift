@@ -16,7 +16,9 @@ let package = Package(
         .target(name: "MailModel", swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: ["MailModel"], swiftSettings: strict),
         .target(name: "PolicyLanguage", swiftSettings: strict),
-        .target(name: "Config", dependencies: ["PolicyLanguage", "MailModel"], swiftSettings: strict),
+        .target(name: "RelayPolicy", dependencies: ["MailModel", "SMTPProtocol", "PolicyLanguage"], swiftSettings: strict),
+        .target(name: "Config", dependencies: ["PolicyLanguage", "MailModel", "RelayPolicy", "SMTPProtocol"],
+                swiftSettings: strict),
         .target(name: "Queue", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
         .target(name: "Transport", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
         .target(

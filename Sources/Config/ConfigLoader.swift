@@ -4,8 +4,9 @@ import PolicyLanguage
 /// Builds a `Configuration` from directives, collecting every problem with its location.
 public struct ConfigLoader {
     public private(set) var diagnostics: [Diagnostic] = []
+    let reader: any SourceReader
 
-    public init() {}
+    public init(reader: any SourceReader = FileSourceReader()) { self.reader = reader }
 
     /// Parses and interprets `path`; diagnostics from both steps, sorted by location.
     public static func load(path: String, reader: any SourceReader = FileSourceReader())
@@ -13,7 +14,7 @@ public struct ConfigLoader {
     {
         var parser = Parser(reader: reader)
         let directives = parser.parseFile(path)
-        var loader = ConfigLoader()
+        var loader = ConfigLoader(reader: reader)
         let config = loader.interpret(directives)
         return (config, (parser.diagnostics + loader.diagnostics).sorted { $0.location < $1.location })
     }
@@ -23,12 +24,13 @@ public struct ConfigLoader {
     {
         var parser = Parser(reader: reader)
         let directives = parser.parse(text: text, file: file)
-        var loader = ConfigLoader()
+        var loader = ConfigLoader(reader: reader)
         let config = loader.interpret(directives)
         return (config, (parser.diagnostics + loader.diagnostics).sorted { $0.location < $1.location })
     }
 
-    static let topLevel = ["hostname", "spool", "listener", "limits", "smtp", "queue", "include"]
+    static let topLevel = ["hostname", "spool", "listener", "limits", "smtp", "queue", "include",
+                           "networks", "domains", "users", "pins", "ca", "rules", "local-names", "allow-untrusted-routing"]
     static let limitKeys = ["message-size", "recipients", "errors", "command-line", "text-line", "sessions",
                             "sessions-per-client", "command-timeout", "data-timeout", "received-headers",
                             "shutdown-timeout"]
@@ -39,8 +41,9 @@ public struct ConfigLoader {
     public mutating func interpret(_ directives: [Directive]) -> Configuration {
         var c = Configuration()
         var seen: [String: SourceLocation] = [:]
+        var relayDirectives: [Directive] = []
         for d in directives {
-            if ["hostname", "spool", "limits", "smtp", "queue"].contains(d.name) {
+            if ["hostname", "spool", "limits", "smtp", "queue", "rules", "local-names", "allow-untrusted-routing"].contains(d.name) {
                 if let first = seen[d.name] {
                     error(d.location, "'\(d.name)' is set twice (first at line \(first.line))")
                     continue
@@ -71,10 +74,16 @@ public struct ConfigLoader {
                 for e in block(d, keys: Self.queueKeys) {
                     if e.name == "writers", let n = integer(e, range: 1...256) { c.queue.writers = n }
                 }
+            case "networks", "domains", "users", "pins", "ca":
+                namedList(d, &c.lists)
+            case "rules", "local-names", "allow-untrusted-routing":
+                relayDirectives.append(d)
             default:
                 unknown(d, among: Self.topLevel, context: "directive")
             }
         }
+        // Rules refer to lists and listeners, which may come later in the file: interpret them last.
+        interpretRelay(relayDirectives, &c)
         // Listen addresses must be unique across listeners.
         var addresses: [ListenAddress: String] = [:]
         for l in c.listeners {
@@ -242,6 +251,10 @@ public struct ConfigLoader {
 
     mutating func error(_ at: SourceLocation, _ message: String) {
         diagnostics.append(Diagnostic(at, message))
+    }
+
+    mutating func warning(_ at: SourceLocation, _ message: String) {
+        diagnostics.append(Diagnostic(at, message, severity: .warning))
     }
 
     mutating func unknown(_ d: Directive, among known: [String], context: String) {

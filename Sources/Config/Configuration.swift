@@ -14,6 +14,9 @@ public struct Configuration: Sendable {
     public var limits: Limits
     public var smtp: SMTPOptions
     public var queue: QueueOptions
+    public var lists = NamedLists()
+    /// nil when the file has no `rules` block.
+    public var relay: RelayRules?
 
     public init(hostname: String? = nil, spool: String = Configuration.defaultSpool, listeners: [Listener] = [],
                 limits: Limits = Limits(), smtp: SMTPOptions = SMTPOptions(), queue: QueueOptions = QueueOptions()) {
