@@ -19,6 +19,8 @@ let package = Package(
         .target(name: "RelayPolicy", dependencies: ["MailModel", "SMTPProtocol", "PolicyLanguage"], swiftSettings: strict),
         .target(name: "Config", dependencies: ["PolicyLanguage", "MailModel", "RelayPolicy", "SMTPProtocol"],
                 swiftSettings: strict),
+        .target(name: "PolicyCheck", dependencies: ["RelayPolicy", "Config", "PolicyLanguage", "SMTPProtocol", "MailModel"],
+                swiftSettings: strict),
         .target(name: "Queue", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
         .target(name: "Transport", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
         .target(
@@ -27,7 +29,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "relaygate",
-            dependencies: ["Gateway", "Config", "Queue", "PolicyLanguage", "MailModel"],
+            dependencies: ["Gateway", "Config", "Queue", "PolicyLanguage", "MailModel", "PolicyCheck", "RelayPolicy", "Transport"],
             swiftSettings: strict),
         .testTarget(name: "MailModelTests", dependencies: ["MailModel"], swiftSettings: strict),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol", "MailModel"],

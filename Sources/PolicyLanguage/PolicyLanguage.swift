@@ -46,6 +46,9 @@ public struct Argument: Hashable, Sendable {
     public let text: String
     public let quoted: Bool
     public let location: SourceLocation
+    public init(text: String, quoted: Bool, location: SourceLocation) {
+        self.text = text; self.quoted = quoted; self.location = location
+    }
 }
 
 public struct Directive: Hashable, Sendable {

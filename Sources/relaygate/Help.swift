@@ -22,6 +22,18 @@ enum Help {
             Reads the spool (safe while the server runs): list shows every queued message, oldest
             first; show prints one message's envelope and data.
             """,
+        "explain": """
+            usage: relaygate explain [--config FILE] --client ADDR [--listener NAME] [--helo NAME] [--tls]
+                                     [--auth USER] [--cert-spki sha256:HEX [--cert-subject DN] [--cert-san NAME]
+                                     [--cert-ca NAME]] [--from ADDR] --rcpt ADDR... [--json]
+            Prints, for each recipient, the verdict the server would give, the rule that decided it
+            (file:line and text) and why every rule before it did not match. --json: one JSON object.
+            """,
+        "test": """
+            usage: relaygate test [--config FILE] CASES...
+            Runs policy test cases (see docs/policy-language.md, "Policy test cases") and prints every
+            failure with its explanation. Exit status 0 when all pass, 1 otherwise.
+            """,
         "help": """
             usage: relaygate help [COMMAND]
             """,
@@ -36,6 +48,8 @@ enum Help {
           serve     run the gateway in the foreground
           check     validate a configuration file
           queue     list and show queued messages
+          explain   say why a client, identity and address would be relayed or refused
+          test      run policy test cases
           help      show help for a command
           --version print the version
 
