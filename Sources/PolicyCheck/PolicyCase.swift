@@ -31,7 +31,9 @@ public struct PolicyCase: Sendable {
 /// cert-san NAME, cert-ca NAME, from ADDR (or <>), rcpt ADDR..., expect relay|refuse|defer [CODE] [rule LINE].
 public struct CaseFileReader {
     public private(set) var diagnostics: [Diagnostic] = []
-    public init() {}
+    /// The listener a case is on unless it says `listener NAME`.
+    let defaultListener: String
+    public init(defaultListener: String = "default") { self.defaultListener = defaultListener }
 
     static let keys = ["client", "listener", "helo", "tls", "auth", "cert-spki", "cert-subject", "cert-san", "cert-ca",
                        "from", "rcpt", "expect"]
@@ -67,7 +69,7 @@ public struct CaseFileReader {
     mutating func parseCase(name: String, at: SourceLocation, _ words: ArraySlice<Argument>) -> PolicyCase? {
         var w = words
         var client: IPAddress?
-        var listener = "default"
+        var listener = defaultListener
         var helo: String?
         var tls = false
         var auth: String?

@@ -62,10 +62,10 @@ enum PolicyTest {
     static func run(_ args: [String]) {
         let o = Options(args, command: "test", valued: ["config"], flags: ["verbose"], positional: 1000)
         guard !o.positional.isEmpty else { RelaygateCommand.usageError("test needs one or more case files", command: "test") }
-        let (engine, _) = Explain.engine(o.last("config"), command: "test")
+        let (engine, config) = Explain.engine(o.last("config"), command: "test")
         var total = 0, failed = 0
         for path in o.positional {
-            var reader = CaseFileReader()
+            var reader = CaseFileReader(defaultListener: config.listeners.first?.name ?? "default")
             let cases = reader.read(path: path, reader: FileSourceReader())
             for d in reader.diagnostics { Console.err("\(d)\n") }
             if reader.diagnostics.contains(where: { $0.severity == .error }) { RelaygateCommand.fail("\(path): case file has errors") }
