@@ -17,13 +17,22 @@ build:
 release:
 	$(SWIFT) build -c release $(BUILD_FLAGS)
 
-test: deps build unit integration
+test: deps build unit policy-cases integration
 
 unit:
 	$(SWIFT) test $(BUILD_FLAGS)
 
 integration: build
 	RELAYGATE=$(CURDIR)/.build/debug/relaygate $(PYTHON) -m unittest discover -s Tests/Integration -p 'test_*.py' -v
+
+# Every example policy is valid and passes its case file.
+policy-cases: build
+	@set -e; for conf in policies/*.conf; do \
+	  cases=$${conf%.conf}.cases; \
+	  .build/debug/relaygate check --config $$conf; \
+	  test -f $$cases || { echo "$$conf has no case file $$cases"; exit 1; }; \
+	  .build/debug/relaygate test --config $$conf $$cases; \
+	done
 
 run: build
 	@mkdir -p var/spool

@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "Transport", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
         .target(
             name: "Gateway",
-            dependencies: ["MailModel", "SMTPProtocol", "Config", "Queue", "Transport"],
+            dependencies: ["MailModel", "SMTPProtocol", "Config", "Queue", "Transport", "RelayPolicy"],
             swiftSettings: strict),
         .executableTarget(
             name: "relaygate",

@@ -121,7 +121,7 @@ extension ConfigLoader {
 
     // MARK: Rules
 
-    mutating func interpretRelay(_ directives: [Directive], _ c: inout Configuration) {
+    mutating func interpretRelay(_ directives: [Directive], _ c: inout Configuration, file: String?) {
         var relay = RelayRules()
         var sawRules = false
         for d in directives {
@@ -155,7 +155,23 @@ extension ConfigLoader {
                 checkRuleList(relay.rules, d)
             }
         }
-        if sawRules { c.relay = relay }
+        if sawRules {
+            c.relay = relay
+        } else {
+            c.relay = Self.defaultRules
+            if let file {
+                warning(SourceLocation(file: file, line: 1, column: 1),
+                        "no 'rules' block: the embedded default's rules apply (only 127.0.0.1 and ::1 may relay)")
+            }
+        }
+    }
+
+    /// The embedded default's rules, for a configuration that has none.
+    static var defaultRules: RelayRules {
+        var parser = Parser(reader: FileSourceReader())
+        let directives = parser.parse(text: DefaultConfiguration.text, file: DefaultConfiguration.fileName)
+        var loader = ConfigLoader()
+        return loader.interpret(directives).relay ?? RelayRules()
     }
 
     /// The list must end in an unconditional refuse or defer, so nothing can fall through to relaying.

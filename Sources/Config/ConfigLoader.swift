@@ -83,7 +83,7 @@ public struct ConfigLoader {
             }
         }
         // Rules refer to lists and listeners, which may come later in the file: interpret them last.
-        interpretRelay(relayDirectives, &c)
+        interpretRelay(relayDirectives, &c, file: directives.first?.location.file)
         // Listen addresses must be unique across listeners.
         var addresses: [ListenAddress: String] = [:]
         for l in c.listeners {

@@ -15,7 +15,7 @@ public struct Configuration: Sendable {
     public var smtp: SMTPOptions
     public var queue: QueueOptions
     public var lists = NamedLists()
-    /// nil when the file has no `rules` block.
+    /// The relay rules; a file without a `rules` block gets the embedded default's.
     public var relay: RelayRules?
 
     public init(hostname: String? = nil, spool: String = Configuration.defaultSpool, listeners: [Listener] = [],

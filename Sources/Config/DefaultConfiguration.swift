@@ -1,6 +1,6 @@
 /// The embedded default `make run` starts with, written in the configuration language itself
-/// (printed by `relaygate check --print-default`). Relaying is allowed for 127.0.0.1 and ::1 only:
-/// that rule is built into the server until the relay-policy part of the language expresses it.
+/// (printed by `relaygate check --print-default`). Relaying is allowed for 127.0.0.1 and ::1 only.
+/// A configuration without a `rules` block gets these rules (and a warning).
 public enum DefaultConfiguration {
     public static let fileName = "<embedded default>"
     public static let text = """
@@ -12,6 +12,17 @@ public enum DefaultConfiguration {
         listener default {
             address 127.0.0.1:2525
             address [::1]:2525
+        }
+
+        # Who may relay: first match wins; the last rule refuses everything else.
+        networks loopback {
+            127.0.0.1
+            ::1
+        }
+
+        rules {
+            relay from <loopback>
+            refuse
         }
 
         limits {

@@ -1,6 +1,7 @@
 import Config
 import MailModel
 import Queue
+import RelayPolicy
 import SMTPProtocol
 import Transport
 
@@ -9,14 +10,15 @@ import Transport
 public final class ServerContext: Sendable {
     public let hostname: String
     public let configuration: Configuration
-    public let policy: any RecipientPolicy
+    /// The relay rules' engine: pure and fast, so it runs on the loop.
+    public let engine: RelayEngine
     public let spool: SpoolDirectory
     public let writers: BlockingPool
     public let log: MailLog
 
-    public init(hostname: String, configuration: Configuration, policy: any RecipientPolicy, spool: SpoolDirectory,
+    public init(hostname: String, configuration: Configuration, engine: RelayEngine, spool: SpoolDirectory,
                 writers: BlockingPool, log: MailLog) {
-        self.hostname = hostname; self.configuration = configuration; self.policy = policy
+        self.hostname = hostname; self.configuration = configuration; self.engine = engine
         self.spool = spool; self.writers = writers; self.log = log
     }
 

@@ -1,6 +1,7 @@
 import Glibc
 import MailModel
 import Queue
+import RelayPolicy
 import SMTPProtocol
 import Transport
 
@@ -16,6 +17,7 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
     var ended = false
     var timer: TimerID?
     var deadline: UInt64 = 0
+    var timerDeadline: UInt64 = 0
     var lastProgress = -1
     var lastTimeout = SessionTimeout.none
     let startedAt = MonotonicClock.now()
@@ -100,9 +102,7 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
             case .log(let event):
                 logEvent(event)
             case .decideRecipient(let request):
-                let verdict = context.policy.decide(RecipientFacts(
-                    listener: listenerName, client: connection.peer.ip, heloName: request.heloName,
-                    sender: request.sender, recipient: request.recipient.path))
+                let verdict = decide(request)
                 if !replies.isEmpty { connection.write(replies); replies = [] }
                 perform(session.recipientDecided(verdict))
             case .enqueue(let submission):
@@ -119,6 +119,16 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         }
         if session.wantsInput { connection.resumeReading() } else { connection.pauseReading() }
         armTimer()
+    }
+
+    /// Asks the relay engine; the verdict and the log line both carry the rule that decided.
+    func decide(_ r: RecipientRequest) -> RecipientVerdict {
+        let facts = SessionFacts(listener: listenerName, client: connection.peer.ip, heloName: r.heloName)
+        let d = context.engine.decide(RelayQuery(session: facts, sender: r.sender, recipient: r.recipient.path))
+        switch d.verdict {
+        case .relay: return .accept(rule: d.ruleName)
+        case .refuse(let reply), .defer_(let reply): return .refuse(reply, rule: d.ruleName, reason: d.reason)
+        }
     }
 
     func enqueue(_ s: MessageSubmission) {
@@ -169,9 +179,12 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
     }
 
     func logRefusal(_ r: Refusal) {
-        log.event("refuse", session: id, [("stage", r.stage.rawValue), ("client", connection.peer.ip.description),
-                                           ("code", "\(r.reply.code)"), ("status", r.reply.status?.description ?? "-"),
-                                           ("reply", r.reply.lines.joined(separator: " ")), ("reason", r.reason)])
+        var fields: [(String, String)] = [("stage", r.stage.rawValue), ("client", connection.peer.ip.description),
+                                          ("code", "\(r.reply.code)"), ("status", r.reply.status?.description ?? "-"),
+                                          ("reply", r.reply.lines.joined(separator: " "))]
+        if let rule = r.rule { fields.append(("rule", rule)) }
+        fields.append(("reason", r.reason))
+        log.event("refuse", session: id, fields)
     }
 
     func logEvent(_ e: SessionEvent) {
@@ -203,7 +216,13 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
             let limit = kind == .data ? context.configuration.limits.dataTimeout : context.configuration.limits.commandTimeout
             deadline = MonotonicClock.now() + limit.nanoseconds
         }
+        // A timer set for a later deadline (the command timeout, say, when DATA's is shorter) is moved.
+        if let t = timer, timerDeadline > deadline {
+            connection.loop.cancel(t)
+            timer = nil
+        }
         if timer == nil {
+            timerDeadline = deadline
             timer = connection.loop.schedule(at: deadline) { [self] in self.timerFired() }
         }
     }
@@ -214,6 +233,7 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         if MonotonicClock.now() >= deadline {
             perform(session.timedOut())
         } else {
+            timerDeadline = deadline
             timer = connection.loop.schedule(at: deadline) { [self] in self.timerFired() }
         }
     }

@@ -92,8 +92,8 @@ public struct ServerSession: Sendable {
             transaction?.recipients.append(recipient)
             actions.append(.log(.recipientAccepted(recipient, rule: rule)))
             actions.append(.reply(.recipientOK))
-        case .refuse(let reply, let reason):
-            refuse(Refusal(stage: .rcpt, reply: reply, reason: reason), &actions)
+        case .refuse(let reply, let rule, let reason):
+            refuse(Refusal(stage: .rcpt, reply: reply, reason: reason, rule: rule), &actions)
         }
         return actions + (isClosed ? [] : process())
     }
@@ -111,6 +111,11 @@ public struct ServerSession: Sendable {
             refuse(Refusal(stage: .data, reply: .queueNoSpace, reason: reason, countsAsError: false), &actions)
         case .failed(let reason):
             refuse(Refusal(stage: .data, reply: .queueFailed, reason: reason, countsAsError: false), &actions)
+        }
+        if shutdownRequested && !isClosed && input.isEmpty {
+            // The transaction that held the session open during a shutdown is done.
+            actions.append(.reply(.shuttingDown))
+            close(&actions)
         }
         return actions + (isClosed ? [] : process())
     }

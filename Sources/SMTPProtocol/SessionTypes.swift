@@ -40,9 +40,11 @@ public struct Refusal: Sendable {
     public let reason: String
     /// Client errors count toward the error limit; local failures (a full disk) do not.
     public let countsAsError: Bool
+    /// The policy rule that decided, for refusals at RCPT.
+    public let rule: String?
 
-    public init(stage: Stage, reply: Reply, reason: String, countsAsError: Bool = true) {
-        self.stage = stage; self.reply = reply; self.reason = reason; self.countsAsError = countsAsError
+    public init(stage: Stage, reply: Reply, reason: String, countsAsError: Bool = true, rule: String? = nil) {
+        self.stage = stage; self.reply = reply; self.reason = reason; self.countsAsError = countsAsError; self.rule = rule
     }
 }
 
@@ -56,7 +58,7 @@ public struct RecipientRequest: Sendable {
 /// The policy's answer.
 public enum RecipientVerdict: Sendable {
     case accept(rule: String)
-    case refuse(Reply, reason: String)
+    case refuse(Reply, rule: String, reason: String)
 }
 
 /// A complete message for the queue: envelope, the body as received (dot-stuffing undone, CRLF lines)

@@ -88,7 +88,7 @@ public final class EventLoop: @unchecked Sendable {
                 return w
             }
             for w in work { w() }
-            timers.fireDue(now: MonotonicClock.now())
+            for action in timers.takeDue(now: MonotonicClock.now()) { action() }
         }
     }
 
@@ -179,11 +179,15 @@ struct TimerHeap {
         return Int32(min(1000, (first.deadline - now + 999_999) / 1_000_000))
     }
 
-    mutating func fireDue(now: UInt64) {
+    /// Removes and returns the due actions. The caller runs them after this mutation has ended, so
+    /// an action may schedule or cancel timers (exclusive access: the heap is not borrowed then).
+    mutating func takeDue(now: UInt64) -> [() -> Void] {
+        var due: [() -> Void] = []
         while let first = heap.first, first.deadline <= now {
             let e = popMin()
             if cancelled.remove(e.id) != nil { continue }
-            e.action()
+            due.append(e.action)
         }
+        return due
     }
 }

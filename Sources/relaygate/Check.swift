@@ -24,13 +24,20 @@ enum Check {
 /// Loads the configuration named on the command line, or the embedded default; exits 1 with every
 /// diagnostic when it is invalid.
 enum LoadConfiguration {
-    static func load(path: String?) -> Configuration {
+    /// Exits on errors (printing them); returns the warnings for the caller to report its own way.
+    static func loadWithWarnings(path: String?) -> (Configuration, [Diagnostic]) {
         let (config, diagnostics) = path.map { ConfigLoader.load(path: $0) }
             ?? ConfigLoader.load(text: DefaultConfiguration.text, file: DefaultConfiguration.fileName)
-        for d in diagnostics { Console.err("\(d)\n") }
         if diagnostics.contains(where: { $0.severity == .error }) {
+            for d in diagnostics { Console.err("\(d)\n") }
             RelaygateCommand.fail("configuration has errors; nothing started")
         }
+        return (config, diagnostics)
+    }
+
+    static func load(path: String?) -> Configuration {
+        let (config, warnings) = loadWithWarnings(path: path)
+        for d in warnings { Console.err("\(d)\n") }
         return config
     }
 }

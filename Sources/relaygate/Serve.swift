@@ -9,7 +9,7 @@ import Transport
 enum Serve {
     static func run(_ args: [String]) {
         let o = Options(args, command: "serve", valued: ["config", "listen", "spool", "log-format"], flags: ["debug"])
-        var config = LoadConfiguration.load(path: o.last("config"))
+        var (config, warnings) = LoadConfiguration.loadWithWarnings(path: o.last("config"))
         if let listens = o.values["listen"] {
             var addresses: [ListenAddress] = []
             for l in listens {
@@ -36,6 +36,7 @@ enum Serve {
         pthread_sigmask(SIG_BLOCK, &mask, nil)
 
         let log = MailLog(format: format, debug: o.flags.contains("debug"))
+        for w in warnings { log.warning("config", [("location", w.location.description), ("message", w.message)]) }
         let spool: SpoolDirectory
         do {
             try FileManager.default.createDirectory(atPath: config.spool, withIntermediateDirectories: true)
@@ -50,7 +51,10 @@ enum Serve {
 
         let hostname = config.hostname ?? systemHostname()
         let writers = BlockingPool(threads: config.queue.writers, name: "relaygate-writer")
-        let context = ServerContext(hostname: hostname, configuration: config, policy: LoopbackRelayPolicy(),
+        guard let engine = config.relayEngine(hostname: hostname, localAddresses: InterfaceAddresses.all()) else {
+            RelaygateCommand.fail("no relay rules")
+        }
+        let context = ServerContext(hostname: hostname, configuration: config, engine: engine,
                                     spool: spool, writers: writers, log: log)
         let server = GatewayServer(context: context, loopCount: ProcessInfo.processInfo.activeProcessorCount)
         do {

@@ -131,7 +131,7 @@ class Server:
     """One `relaygate serve` process on a private spool."""
 
     def __init__(self, test, listeners=("127.0.0.1:0",), limits=None, smtp=None, hostname="relay.test",
-                 log_format="text", root=None, spool=None, writers=None, start=True):
+                 log_format="text", root=None, spool=None, writers=None, extra_args=(), start=True):
         self.test = test
         self.root = root or workdir(test)
         self.spool = spool or os.path.join(self.root, "spool")
@@ -140,11 +140,12 @@ class Server:
             f.write(config_text(self.spool, listeners, limits, smtp, hostname, writers))
         self.hostname = hostname
         self.log_format = log_format
+        self.extra_args = list(extra_args)
         self.proc = None
         self.runs = 0
         self.log_path = None
         self.addresses = []
-        test.addCleanup(self.stop)
+        test.addCleanup(self._final_stop)
         if start:
             self.start()
 
@@ -157,7 +158,8 @@ class Server:
         log = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen(
-                [binary(), "serve", "--config", self.config_path, "--log-format", self.log_format],
+                [binary(), "serve", "--config", self.config_path, "--log-format", self.log_format]
+                + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         finally:
             log.close()
@@ -200,9 +202,11 @@ class Server:
     def wait(self, timeout):
         """Exit status, or None when still running after `timeout` seconds."""
         try:
-            return self.proc.wait(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        self.proc = None
+        return rc
 
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, wait, SIGKILL. Returns the exit status (None when it was not running)."""
@@ -223,6 +227,27 @@ class Server:
                 rc = None
         self.proc = None
         return rc
+
+    def _final_stop(self):
+        """Cleanup: stops the server, and reports it when it had died on its own (a crash)."""
+        if self.proc is None:
+            return
+        died = self.proc.poll()
+        rc = self.stop()
+        crashed = "*** Program crashed" in self.log_text() or "Fatal error" in self.log_text()
+        if (died is not None and died < 0) or crashed:
+            how = f"by signal {-died}" if died is not None and died < 0 else f"(exit status {rc})"
+            raise AssertionError(f"server process crashed {how} during the test:\n{self.crash_excerpt()}")
+
+    def crash_excerpt(self, lines=6):
+        text = self.log_text().splitlines()
+        for marker in ("Simultaneous accesses", "Fatal error", "Fatal", "Program crashed"):
+            for i, line in enumerate(text):
+                if marker in line:
+                    crash = [l for l in text[i:i + 40] if "Fatal" in l or "crashed" in l or "Simultaneous" in l
+                             or "access" in l]
+                    return "\n".join(crash[:lines])
+        return "\n".join(text[-lines:])
 
     def kill9(self):
         """SIGKILL, as a crash."""
@@ -292,8 +317,8 @@ class Server:
     # Clients
 
     def connect(self, source=None, family=socket.AF_INET, timeout=IO_TIMEOUT, greet=True):
-        host = "127.0.0.1" if family == socket.AF_INET else "::1"
-        port = self.port if family == socket.AF_INET else self.port6
+        want_v6 = family == socket.AF_INET6
+        host, port = next((h, p) for h, p in self.addresses if (":" in h) == want_v6)
         c = SMTPConn(self.test, host, port, source=source, timeout=timeout)
         if greet:
             r = c.reply()
@@ -376,6 +401,10 @@ class ConnectionClosed(AssertionError):
     pass
 
 
+class ReplyTimeout(AssertionError):
+    pass
+
+
 class SMTPConn:
     """A client on a raw socket: sends exact bytes, reads replies, sees the close."""
 
@@ -406,10 +435,12 @@ class SMTPConn:
     def _fill(self, deadline):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise socket.timeout("deadline passed")
+            raise ReplyTimeout(f"nothing from the server in time (have {self.buf[:200]!r})")
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise ReplyTimeout(f"nothing from the server in time (have {self.buf[:200]!r})") from None
         except ConnectionResetError:
             chunk = b""
         if not chunk:
@@ -463,7 +494,7 @@ class SMTPConn:
                 raise AssertionError(f"expected close, got {self.buf!r}")
             try:
                 self._fill(deadline)
-            except socket.timeout:
+            except ReplyTimeout:
                 raise AssertionError("connection still open")
         raise AssertionError("eof loop bound reached")
 
@@ -533,7 +564,10 @@ def mount_tmpfs(test, path, size="256k"):
         raise AssertionError(f"mount tmpfs failed: {r.stderr.decode(errors='replace')}")
 
     def unmount():
+        deadline = time.monotonic() + 10
         for _ in range(50):
+            if time.monotonic() > deadline:
+                break
             u = subprocess.run(["umount", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
             if u.returncode == 0:
                 return
@@ -547,8 +581,11 @@ def fill_disk(path, chunk=4096, limit=100000):
     """Writes `path` until the file system is full; returns the octets written."""
     data = b"\0" * chunk
     written = 0
+    deadline = time.monotonic() + 20
     with open(path, "wb", buffering=0) as f:
         for _ in range(limit):
+            if time.monotonic() > deadline:
+                raise AssertionError("filling the file system took too long")
             try:
                 n = f.write(data)
             except OSError as e:

@@ -116,6 +116,7 @@ class ErrorReplyTests(ProtocolTestCase):
          "553 5.6.7"),
         ("non-ASCII domain without SMTPUTF8", [EHLO, MAIL], "RCPT TO:<b@b\u00fccher.test>", "553 5.6.7"),
         ("bare Postmaster", [EHLO, MAIL], "RCPT TO:<Postmaster>", "550 5.1.1"),
+        ("bare postmaster in lower case", [EHLO, MAIL], "RCPT TO:<postmaster>", "550 5.1.1"),
         ("command line over 512", [EHLO], "NOOP " + "x" * 600, "500 5.5.2"),
         ("MAIL over 1000", [EHLO], "MAIL FROM:<" + "a" * 990 + "@origin.test>", "500 5.5.2"),
         ("RCPT over 1000", [EHLO, MAIL], "RCPT TO:<b@destination.test> ORCPT=rfc822;" + "x" * 990,
@@ -280,11 +281,21 @@ class EnvelopeTests(ProtocolTestCase):
         self.assertFalse(env["smtputf8"])
         self.assertEqual(env["client"]["protocol"], "ESMTP")
 
+    def test_own_address_literals_refused(self):
+        # Relaygate has no mailboxes: a recipient at one of its own addresses is refused at RCPT,
+        # never accepted and bounced later; a literal of another host is relayed like a domain.
+        c = self.conn()
+        c.ehlo()
+        self.expect(c, "MAIL FROM:<a@origin.test>", "250 2.1.0")
+        for r in ["user@[127.0.0.1]", "user@[IPv6:::1]"]:
+            self.expect(c, f"RCPT TO:<{r}>", "550 5.1.1")
+        self.expect(c, "RCPT TO:<user@[192.0.2.1]>", "250 2.1.5")
+
     def test_address_forms_kept(self):
         rcpts = [
             ('"john smith"@destination.test', '"john smith"@destination.test'),
-            ("user@[127.0.0.1]", "user@[127.0.0.1]"),
-            ("user@[IPv6:::1]", "user@[IPv6:::1]"),
+            ("user@[192.0.2.1]", "user@[192.0.2.1]"),
+            ("user@[IPv6:2001:db8::1]", "user@[IPv6:2001:db8::1]"),
             ("@a.test,@b.test:user@c.test", "user@c.test"),
             ("a%b@c.test", "a%b@c.test"),
             ("host!user@c.test", "host!user@c.test"),

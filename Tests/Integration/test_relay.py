@@ -108,6 +108,10 @@ class RelayTests(unittest.TestCase):
         self.assertIn("bob@destination.test", a["rcpt"])
         self.assertGreater(int(a["size"]), 0)
 
+        ehlos = {e["session"]: e for e in s.logs("ehlo")}
+        self.assertEqual(set(ehlos), {good["session"], bad["session"]})
+        self.assertEqual(ehlos[good["session"]]["name"], "swaks.client.test")
+
         rcpts = [e for e in s.logs("rcpt") if e.get("session") == good["session"]]
         self.assertEqual(len(rcpts), 1, s.log_text())
         self.assertEqual(rcpts[0]["verdict"], "relay")

@@ -101,7 +101,7 @@ struct DialogScript {
                 case .decideRecipient(let req):
                     let domain = req.recipient.path.mailbox.map { "\($0.domain)" } ?? ""
                     let verdict: RecipientVerdict = domain == "refused.test"
-                        ? .refuse(.relayDenied, reason: "test") : .accept(rule: "test")
+                        ? .refuse(.relayDenied, rule: "test", reason: "test") : .accept(rule: "test")
                     pending = session.recipientDecided(verdict) + pending
                 case .enqueue(let m):
                     bodies.append(m.body)
