@@ -59,7 +59,7 @@ extension ConfigLoader {
         default:  // pins
             var set = Set<String>()
             for (text, at) in entries {
-                if let p = Self.pin(text) { set.insert(p) } else {
+                if let p = CertificateFacts.parsePin(text) { set.insert(p) } else {
                     error(at, "'\(text)' is not a pin (write sha256: and 64 hex digits of the SubjectPublicKeyInfo hash)")
                 }
             }
@@ -67,13 +67,6 @@ extension ConfigLoader {
         }
     }
 
-    /// `sha256:HEX` (64 hex digits) as lowercase hex, or nil.
-    static func pin(_ text: String) -> String? {
-        guard text.lowercased().hasPrefix("sha256:") else { return nil }
-        let hex = text.dropFirst(7).lowercased()
-        guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit }) else { return nil }
-        return String(hex)
-    }
 
     /// Entries of a list: inline in its block (every word), or one a line from `file "PATH"`.
     mutating func listEntries(_ d: Directive) -> [(String, SourceLocation)] {
@@ -384,7 +377,7 @@ extension ConfigLoader {
             guard let l = c.lists.pins[name] else { missingList(a, name, kind: "pins", c); return nil }
             return ListReference(label: "<\(name)>", set: l)
         }
-        guard let p = Self.pin(a.text) else {
+        guard let p = CertificateFacts.parsePin(a.text) else {
             error(a.location, "'\(a.text)' is neither a pin (sha256:HEX) nor a <list>")
             return nil
         }

@@ -178,11 +178,7 @@ extension Argument {
 
 /// Addresses and facts as an administrator types them on a command line or in a case file.
 public enum FactsParser {
-    public static func spki(_ text: String) -> String? {
-        guard text.lowercased().hasPrefix("sha256:") else { return nil }
-        let hex = text.dropFirst(7).lowercased()
-        return hex.count == 64 && hex.allSatisfy(\.isHexDigit) ? String(hex) : nil
-    }
+    public static func spki(_ text: String) -> String? { CertificateFacts.parsePin(text) }
 
     static func stripBrackets(_ text: String) -> String {
         text.hasPrefix("<") && text.hasSuffix(">") && text.count >= 2 ? String(text.dropFirst().dropLast()) : text

@@ -9,6 +9,14 @@ public struct CertificateFacts: Sendable, Hashable {
     /// Names of the configured CAs the chain verified against (empty: not verified).
     public var verifiedBy: Set<String>
 
+    /// `sha256:HEX` (64 hex digits, any case) as lowercase hex: how pins are written in lists,
+    /// case files and on the command line.
+    public static func parsePin(_ text: String) -> String? {
+        guard text.lowercased().hasPrefix("sha256:") else { return nil }
+        let hex = text.dropFirst(7).lowercased()
+        return hex.count == 64 && hex.allSatisfy(\.isHexDigit) ? String(hex) : nil
+    }
+
     public init(spkiSHA256: String, subject: String? = nil, subjectAltNames: [String] = [], verifiedBy: Set<String> = []) {
         self.spkiSHA256 = spkiSHA256.lowercased(); self.subject = subject
         self.subjectAltNames = subjectAltNames; self.verifiedBy = verifiedBy
