@@ -260,6 +260,7 @@ extension ConfigLoader {
                 if let h = Self.nearest(kw.text, in: Self.conditionKeywords) { m += "; did you mean '\(h)'?" }
                 error(kw.location, m)
                 failed = true
+                args = args.dropFirst(args.count)   // what follows can't be read reliably: one error a rule
             }
         }
         if failed { return nil }

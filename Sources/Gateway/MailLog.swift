@@ -26,6 +26,10 @@ public final class MailLog: Sendable {
         emit(level: "warning", name, session: session, fields)
     }
 
+    public func error(_ name: String, session: SessionID? = nil, _ fields: [(String, String)] = []) {
+        emit(level: "error", name, session: session, fields)
+    }
+
     public func debug(_ name: String, session: SessionID? = nil, _ fields: @autoclosure () -> [(String, String)]) {
         guard debugEnabled else { return }
         emit(level: "debug", name, session: session, fields())

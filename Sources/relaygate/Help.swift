@@ -3,12 +3,13 @@ import Glibc
 enum Help {
     static let topics: [String: String] = [
         "serve": """
-            usage: relaygate serve [--config FILE] [--listen ADDR:PORT]... [--spool DIR]
+            usage: relaygate serve [--config FILE] [--listen [NAME=]ADDR:PORT]... [--spool DIR]
                                    [--log-format text|json] [--debug]
             Runs the gateway in the foreground and logs to stderr. Without --config it uses the embedded
-            default (relaygate check --print-default). --listen (repeatable) and --spool replace what the
-            configuration says. SIGTERM or SIGINT: stop accepting, let sessions finish within
-            limits.shutdown-timeout, exit 0.
+            default (relaygate check --print-default). --listen ADDR:PORT (repeatable) replaces every
+            listener with one named 'default'; --listen NAME=ADDR:PORT replaces the addresses of the
+            listener NAME only. --spool replaces the spool. SIGTERM or SIGINT: stop accepting, let
+            sessions finish within limits.shutdown-timeout, exit 0. SIGHUP: re-read the configuration.
             """,
         "check": """
             usage: relaygate check --config FILE

@@ -1,5 +1,6 @@
 import Config
 import Foundation
+import PolicyLanguage
 import Gateway
 import Glibc
 import MailModel
@@ -9,18 +10,13 @@ import Transport
 enum Serve {
     static func run(_ args: [String]) {
         let o = Options(args, command: "serve", valued: ["config", "listen", "spool", "log-format"], flags: ["debug"])
-        var (config, warnings) = LoadConfiguration.loadWithWarnings(path: o.last("config"))
-        if let listens = o.values["listen"] {
-            var addresses: [ListenAddress] = []
-            for l in listens {
-                guard let a = ListenAddress(l) else {
-                    RelaygateCommand.usageError("'\(l)' is not ADDR:PORT (e.g. 127.0.0.1:2525 or [::1]:2525)", command: "serve")
-                }
-                addresses.append(a)
-            }
-            config.listeners = [Listener(name: "default", addresses: addresses)]
+        let (loaded, diagnostics) = configuration(o)
+        if diagnostics.contains(where: { $0.severity == .error }) {
+            for d in diagnostics { Console.err("\(d)\n") }
+            RelaygateCommand.fail("configuration has errors; nothing started")
         }
-        if let spool = o.last("spool") { config.spool = spool }
+        let config = loaded
+        let warnings = diagnostics
         let formatName = o.last("log-format") ?? "text"
         guard let format = MailLog.Format(rawValue: formatName) else {
             RelaygateCommand.usageError("--log-format is text or json, not '\(formatName)'", command: "serve")
@@ -51,7 +47,8 @@ enum Serve {
 
         let hostname = config.hostname ?? systemHostname()
         let writers = BlockingPool(threads: config.queue.writers, name: "relaygate-writer")
-        guard let engine = config.relayEngine(hostname: hostname, localAddresses: InterfaceAddresses.all()) else {
+        let interfaces = InterfaceAddresses.all()
+        guard let engine = config.relayEngine(hostname: hostname, localAddresses: interfaces) else {
             RelaygateCommand.fail("no relay rules")
         }
         let context = ServerContext(hostname: hostname, configuration: config, engine: engine,
@@ -69,7 +66,7 @@ enum Serve {
             guard sigwait(&mask, &sig) == 0 else { continue }
             switch sig {
             case SIGHUP:
-                log.event("reload", [("status", "ignored"), ("reason", "configuration reload arrives with the relay-policy language")])
+                reload(o, running: config, server: server, spool: spool, writers: writers, log: log, interfaces: interfaces)
             default:
                 server.shutdown(grace: config.limits.shutdownTimeout)
                 exit(0)
@@ -77,10 +74,82 @@ enum Serve {
         }
     }
 
+    /// The configuration file (or the embedded default) with the command line's overrides applied.
+    static func configuration(_ o: Options) -> (Configuration, [Diagnostic]) {
+        var (config, diagnostics) = o.last("config").map { ConfigLoader.load(path: $0) }
+            ?? ConfigLoader.load(text: DefaultConfiguration.text, file: DefaultConfiguration.fileName)
+        if let listens = o.values["listen"] { config.listeners = ListenOverride.apply(listens, to: config.listeners) }
+        if let spool = o.last("spool") { config.spool = spool }
+        return (config, diagnostics)
+    }
+
+    /// SIGHUP: a valid configuration replaces the old one for new sessions (sessions in flight keep
+    /// theirs); an invalid one is refused with its errors logged, and the old one stays. Listeners and
+    /// the spool stay as started: changing them needs a restart, and the log says so.
+    static func reload(_ o: Options, running: Configuration, server: GatewayServer, spool: SpoolDirectory,
+                       writers: BlockingPool, log: MailLog, interfaces: Set<IPAddress>) {
+        var (config, diagnostics) = configuration(o)
+        let errors = diagnostics.filter { $0.severity == .error }
+        guard errors.isEmpty else {
+            for d in errors { log.error("config", [("location", d.location.description), ("message", d.message)]) }
+            log.warning("reload", [("status", "refused"), ("errors", "\(errors.count)"), ("kept", "previous configuration")])
+            return
+        }
+        for w in diagnostics { log.warning("config", [("location", w.location.description), ("message", w.message)]) }
+        if config.listeners != running.listeners {
+            log.warning("reload", [("note", "listener changes need a restart; listeners kept as started")])
+            config.listeners = running.listeners
+        }
+        if config.spool != running.spool {
+            log.warning("reload", [("note", "spool changes need a restart; spool kept as started")])
+            config.spool = running.spool
+        }
+        let hostname = config.hostname ?? systemHostname()
+        guard let engine = config.relayEngine(hostname: hostname, localAddresses: interfaces) else { return }
+        server.replaceContext(ServerContext(hostname: hostname, configuration: config, engine: engine,
+                                            spool: spool, writers: writers, log: log))
+        log.event("reload", [("status", "ok"), ("rules", "\(engine.rules.count)")])
+    }
+
     static func systemHostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)
         gethostname(&buf, buf.count)
         let name = String(cString: buf)
         return DomainName(name) != nil ? name : "localhost"
+    }
+}
+
+/// `--listen ADDR:PORT` replaces every listener with one named `default`; `--listen NAME=ADDR:PORT`
+/// replaces the addresses of listener NAME (or adds it), so that rules naming listeners still apply.
+enum ListenOverride {
+    static func apply(_ values: [String], to listeners: [Listener]) -> [Listener] {
+        var named: [(String, ListenAddress)] = []
+        var bare: [ListenAddress] = []
+        for v in values {
+            var name: String? = nil
+            var text = v
+            if let eq = v.firstIndex(of: "=") {
+                name = String(v[..<eq])
+                text = String(v[v.index(after: eq)...])
+            }
+            guard let a = ListenAddress(text), name.map({ !$0.isEmpty }) ?? true else {
+                RelaygateCommand.usageError("--listen '\(v)' is not [NAME=]ADDR:PORT (e.g. 127.0.0.1:2525 or submission=[::1]:587)",
+                                            command: "serve")
+            }
+            if let name { named.append((name, a)) } else { bare.append(a) }
+        }
+        var result = bare.isEmpty ? listeners : [Listener(name: "default", addresses: bare)]
+        var replaced = Set<String>()
+        for (name, a) in named {
+            if let i = result.firstIndex(where: { $0.name == name }) {
+                if replaced.insert(name).inserted { result[i].addresses = [] }
+                result[i].addresses.append(a)
+            } else {
+                result.append(Listener(name: name, addresses: [a]))
+                replaced.insert(name)
+            }
+        }
+        // Listeners the override did not name keep their addresses only when no bare --listen was given.
+        return result.filter { !$0.addresses.isEmpty }
     }
 }
