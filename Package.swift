@@ -36,6 +36,8 @@ let package = Package(
                     resources: [.copy("Dialogs")], swiftSettings: strict),
         .testTarget(name: "PolicyLanguageTests", dependencies: ["PolicyLanguage", "Config"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "RelayPolicyTests", dependencies: ["RelayPolicy", "Config", "PolicyCheck", "PolicyLanguage", "MailModel"],
+                    resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "QueueTests", dependencies: ["Queue", "MailModel"], swiftSettings: strict),
     ]
 )

@@ -185,7 +185,14 @@ extension ConfigLoader {
 
     mutating func rule(_ d: Directive, _ c: Configuration) -> Rule? {
         guard Self.verbs.contains(d.name) else {
-            unknown(d, among: Self.verbs, context: "verdict")
+            // Words other mail systems use for the same verdicts.
+            let synonyms = ["allow": "relay", "accept": "relay", "permit": "relay", "deny": "refuse", "reject": "refuse",
+                            "drop": "refuse", "tempfail": "defer", "defer_if_permit": "defer"]
+            if let s = synonyms[d.name.lowercased()] {
+                error(d.location, "unknown verdict '\(d.name)'; did you mean '\(s)'?")
+            } else {
+                unknown(d, among: Self.verbs, context: "verdict")
+            }
             return nil
         }
         if d.block != nil { error(d.location, "a rule takes no block") }
@@ -283,7 +290,8 @@ extension ConfigLoader {
                     return nil
                 }
             }
-            for case .from(let l) in conditions where l.set.coversEverything {
+            let restrictsDestination = conditions.contains { if case .to = $0 { return true }; return false }
+            for case .from(let l) in conditions where l.set.coversEverything && !restrictsDestination {
                 warning(d.location, "\(l.label) holds every address: this rule relays for the whole Internet")
             }
             verdict = .relay
