@@ -145,7 +145,8 @@ extension ConfigLoader {
                 for e in block {
                     if let rule = rule(e, c) { relay.rules.append(rule) }
                 }
-                checkRuleList(relay.rules, d)
+                // A rule that failed to read has its own error; judge the list only when all read.
+                if relay.rules.count == block.count { checkRuleList(relay.rules, d) }
             }
         }
         if sawRules {

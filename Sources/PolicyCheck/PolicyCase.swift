@@ -191,9 +191,18 @@ public enum FactsParser {
         return AddressParser.parseMailbox(Array(inner.utf8)[...]).map { .mailbox($0) }
     }
 
+    /// `a@example.org`, `Postmaster`, or any RFC 5321 forward-path in brackets (source routes too).
     public static func recipient(_ text: String) -> ForwardPath? {
-        let inner = stripBrackets(text)
-        if inner.lowercased() == "postmaster" { return .postmaster }
-        return AddressParser.parseMailbox(Array(inner.utf8)[...]).map { .mailbox($0) }
+        if text.hasPrefix("<") {
+            let (path, rest) = AddressParser.parsePath(Array(text.utf8)[...], allowNull: false, allowPostmaster: true)
+            guard rest.isEmpty, let path else { return nil }
+            switch path {
+            case .postmaster: return .postmaster
+            case .mailbox(let m): return .mailbox(m)
+            case .null: return nil
+            }
+        }
+        if text.lowercased() == "postmaster" { return .postmaster }
+        return AddressParser.parseMailbox(Array(text.utf8)[...]).map { .mailbox($0) }
     }
 }
