@@ -13,11 +13,17 @@ let package = Package(
     targets: [
         // Linux calls Glibc's Swift overlay does not import (epoll, eventfd, accept4, renameat2).
         .target(name: "CShim", path: "Sources/CShim"),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .target(name: "TLS", dependencies: ["COpenSSL", "MailModel", "RelayPolicy"], swiftSettings: strict),
+        .systemLibrary(name: "CPAM", path: "Sources/CPAM", pkgConfig: "pam", providers: [.apt(["libpam0g-dev"])]),
+        .systemLibrary(name: "CLDAP", path: "Sources/CLDAP", pkgConfig: "ldap", providers: [.apt(["libldap-dev"])]),
+        .target(name: "Auth", dependencies: ["CPAM", "CLDAP", "MailModel", "SMTPProtocol"], swiftSettings: strict),
         .target(name: "MailModel", swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: ["MailModel"], swiftSettings: strict),
         .target(name: "PolicyLanguage", swiftSettings: strict),
         .target(name: "RelayPolicy", dependencies: ["MailModel", "SMTPProtocol", "PolicyLanguage"], swiftSettings: strict),
-        .target(name: "Config", dependencies: ["PolicyLanguage", "MailModel", "RelayPolicy", "SMTPProtocol"],
+        .target(name: "Config", dependencies: ["PolicyLanguage", "MailModel", "RelayPolicy", "SMTPProtocol", "Auth"],
                 swiftSettings: strict),
         .target(name: "PolicyCheck", dependencies: ["RelayPolicy", "Config", "PolicyLanguage", "SMTPProtocol", "MailModel"],
                 swiftSettings: strict),
@@ -25,11 +31,11 @@ let package = Package(
         .target(name: "Transport", dependencies: ["MailModel", "CShim"], swiftSettings: strict),
         .target(
             name: "Gateway",
-            dependencies: ["MailModel", "SMTPProtocol", "Config", "Queue", "Transport", "RelayPolicy"],
+            dependencies: ["MailModel", "SMTPProtocol", "Config", "Queue", "Transport", "RelayPolicy", "TLS", "Auth"],
             swiftSettings: strict),
         .executableTarget(
             name: "relaygate",
-            dependencies: ["Gateway", "Config", "Queue", "PolicyLanguage", "MailModel", "PolicyCheck", "RelayPolicy", "Transport"],
+            dependencies: ["Gateway", "Config", "Queue", "PolicyLanguage", "MailModel", "PolicyCheck", "RelayPolicy", "Transport", "TLS"],
             swiftSettings: strict),
         .testTarget(name: "MailModelTests", dependencies: ["MailModel"], swiftSettings: strict),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol", "MailModel"],

@@ -5,6 +5,12 @@ import PolicyLanguage
 public struct ConfigLoader {
     public private(set) var diagnostics: [Diagnostic] = []
     let reader: any SourceReader
+    /// Checked once the whole file is read (CAs and certificates may come after the listener).
+    var pendingAuthorityChecks: [Argument] = []
+    var pendingTLSChecks: [(String, SourceLocation)] = []
+    var pendingBackendChecks: [(String, SourceLocation)] = []
+    var pendingAuthListeners: [(String, SourceLocation)] = []
+    var pendingSendersCheck: Argument?
 
     public init(reader: any SourceReader = FileSourceReader()) { self.reader = reader }
 
@@ -30,12 +36,14 @@ public struct ConfigLoader {
     }
 
     static let topLevel = ["hostname", "spool", "listener", "limits", "smtp", "queue", "include",
-                           "networks", "domains", "users", "pins", "ca", "rules", "local-names", "allow-untrusted-routing"]
+                           "networks", "domains", "users", "pins", "ca", "rules", "local-names", "allow-untrusted-routing", "tls",
+                           "pam", "ldap", "auth", "senders"]
     static let limitKeys = ["message-size", "recipients", "errors", "command-line", "text-line", "sessions",
                             "sessions-per-client", "command-timeout", "data-timeout", "received-headers",
                             "shutdown-timeout"]
     static let smtpKeys = ["greeting-delay", "normalize-bare-lf"]
-    static let listenerKeys = ["address"]
+    static let listenerKeys = ["address", "tls", "client-certificates", "auth", "auth-without-tls"]
+    static let tlsKeys = ["certificate"]
     static let queueKeys = ["writers"]
 
     public mutating func interpret(_ directives: [Directive]) -> Configuration {
@@ -43,7 +51,7 @@ public struct ConfigLoader {
         var seen: [String: SourceLocation] = [:]
         var relayDirectives: [Directive] = []
         for d in directives {
-            if ["hostname", "spool", "limits", "smtp", "queue", "rules", "local-names", "allow-untrusted-routing"].contains(d.name) {
+            if ["hostname", "spool", "limits", "smtp", "queue", "rules", "local-names", "allow-untrusted-routing", "tls", "auth"].contains(d.name) {
                 if let first = seen[d.name] {
                     error(d.location, "'\(d.name)' is set twice (first at line \(first.line))")
                     continue
@@ -70,18 +78,45 @@ public struct ConfigLoader {
                 limits(d, &c.limits)
             case "smtp":
                 smtp(d, &c.smtp)
+            case "tls":
+                for e in block(d, keys: Self.tlsKeys) {
+                    guard e.arguments.count == 2 else {
+                        error(e.location, "write: certificate \"CHAIN.pem\" \"KEY.pem\" (the chain, leaf first, and its private key)")
+                        continue
+                    }
+                    c.tls.certificates.append(.init(chain: reader.resolve(e.arguments[0].text, from: e.location.file),
+                                                    key: reader.resolve(e.arguments[1].text, from: e.location.file)))
+                }
             case "queue":
                 for e in block(d, keys: Self.queueKeys) {
                     if e.name == "writers", let n = integer(e, range: 1...256) { c.queue.writers = n }
                 }
             case "networks", "domains", "users", "pins", "ca":
                 namedList(d, &c.lists)
+            case "pam":
+                pamBackend(d, &c.auth)
+            case "ldap":
+                ldapBackend(d, &c.auth)
+            case "auth":
+                authBlock(d, &c.auth)
+            case "senders":
+                sendersList(d, &c.auth, &c.lists)
             case "rules", "local-names", "allow-untrusted-routing":
                 relayDirectives.append(d)
             default:
                 unknown(d, among: Self.topLevel, context: "directive")
             }
         }
+        for a in pendingAuthorityChecks where c.lists.authorities[a.text] == nil {
+            error(a.location, "no CA named '\(a.text)': define it with ca \(a.text) file \"PATH\"")
+        }
+        for (name, at) in pendingTLSChecks {
+            if let l = c.listeners.first(where: { $0.name == name }), [.required, .implicit].contains(l.tls ?? .none),
+               c.tls.certificates.isEmpty {
+                error(at, "listener '\(name)' wants TLS \(l.tls!.rawValue) but no certificate is configured: add tls { certificate \"CHAIN\" \"KEY\" }")
+            }
+        }
+        checkListenerAuth(c)
         // Rules refer to lists and listeners, which may come later in the file: interpret them last.
         interpretRelay(relayDirectives, &c, file: directives.first?.location.file)
         // Listen addresses must be unique across listeners.
@@ -111,7 +146,31 @@ public struct ConfigLoader {
         }
         var addresses: [ListenAddress] = []
         var written = false
-        for e in block(d, keys: Self.listenerKeys) where e.name == "address" {
+        var mode: TLSMode?
+        var authorities: [String] = []
+        let entries = block(d, keys: Self.listenerKeys)
+        for e in entries where e.name == "tls" {
+            guard let a = single(e) else { continue }
+            if let m = TLSMode(rawValue: a.text) { mode = m } else {
+                error(a.location, "tls is none, may, required or implicit, not '\(a.text)'")
+            }
+        }
+        for e in entries where e.name == "client-certificates" {
+            if e.arguments.isEmpty { error(e.location, "client-certificates needs the names of one or more CAs (ca NAME file ...)") }
+            authorities += e.arguments.map(\.text)
+            for a in e.arguments { pendingAuthorityChecks.append(a) }
+        }
+        var backends: [String] = []
+        var authWithoutTLS = false
+        for e in entries where e.name == "auth" {
+            if e.arguments.isEmpty { error(e.location, "auth needs the names of one or more backends (pam NAME { } / ldap NAME { })") }
+            backends += e.arguments.map(\.text)
+            for a in e.arguments { pendingBackendChecks.append((a.text, a.location)) }
+        }
+        for e in entries where e.name == "auth-without-tls" {
+            if let a = single(e), let b = boolean(a) { authWithoutTLS = b }
+        }
+        for e in entries where e.name == "address" {
             written = true
             guard !e.arguments.isEmpty else { error(e.location, "address needs ADDR:PORT"); continue }
             for a in e.arguments {
@@ -121,7 +180,13 @@ public struct ConfigLoader {
             }
         }
         if d.block != nil && !written { error(d.location, "listener '\(name.text)' has no address") }
-        return Listener(name: name.text, addresses: addresses)
+        var l = Listener(name: name.text, addresses: addresses, tls: mode)
+        l.clientCertificateAuthorities = authorities
+        l.authBackends = backends
+        l.authWithoutTLS = authWithoutTLS
+        if !backends.isEmpty { pendingAuthListeners.append((l.name, d.location)) }
+        if mode != nil { pendingTLSChecks.append((l.name, d.location)) }
+        return l
     }
 
     mutating func limits(_ d: Directive, _ l: inout Limits) {
@@ -174,7 +239,7 @@ public struct ConfigLoader {
                 continue
             }
             if e.block != nil { error(e.location, "'\(e.name)' takes no block") }
-            if e.name != "address" && e.name != "normalize-bare-lf" {
+            if e.name != "address" && e.name != "normalize-bare-lf" && e.name != "certificate" {
                 if let first = seen[e.name] {
                     error(e.location, "'\(e.name)' is set twice (first at line \(first.line))")
                     continue

@@ -15,6 +15,8 @@ public struct Configuration: Sendable {
     public var smtp: SMTPOptions
     public var queue: QueueOptions
     public var lists = NamedLists()
+    public var tls = TLSOptions()
+    public var auth = AuthOptions()
     /// The relay rules; a file without a `rules` block gets the embedded default's.
     public var relay: RelayRules?
 
@@ -25,12 +27,50 @@ public struct Configuration: Sendable {
     }
 
     public static let defaultSpool = "/var/spool/relaygate"
+
+    /// The TLS mode a listener runs with.
+    public func tlsMode(of listener: Listener) -> TLSMode {
+        listener.tls ?? (tls.certificates.isEmpty ? .none : .may)
+    }
 }
 
 public struct Listener: Sendable, Hashable {
     public var name: String
     public var addresses: [ListenAddress]
-    public init(name: String, addresses: [ListenAddress]) { self.name = name; self.addresses = addresses }
+    /// nil: `may` when the configuration has a certificate, `none` otherwise.
+    public var tls: TLSMode?
+    /// Named CAs (`ca NAME file ...`) a client certificate is checked against; non-empty asks for one.
+    public var clientCertificateAuthorities: [String] = []
+    /// Authentication backends tried in order; empty: no AUTH on this listener.
+    public var authBackends: [String] = []
+    /// Offer AUTH before TLS too (never by default).
+    public var authWithoutTLS = false
+    public init(name: String, addresses: [ListenAddress], tls: TLSMode? = nil) {
+        self.name = name; self.addresses = addresses; self.tls = tls
+    }
+}
+
+/// A listener's TLS (RFC 3207, RFC 8314).
+public enum TLSMode: String, Sendable, Hashable, CaseIterable {
+    /// No STARTTLS offered.
+    case none
+    /// STARTTLS offered; plaintext allowed.
+    case may
+    /// STARTTLS offered; MAIL before it gets 530 5.7.0.
+    case required
+    /// TLS from the first byte (port 465).
+    case implicit
+}
+
+/// The server's certificates: the first is the default, the others are chosen by SNI.
+public struct TLSOptions: Sendable, Hashable {
+    public struct Certificate: Sendable, Hashable {
+        public var chain: String
+        public var key: String
+        public init(chain: String, key: String) { self.chain = chain; self.key = key }
+    }
+    public var certificates: [Certificate] = []
+    public init() {}
 }
 
 /// `127.0.0.1:2525`, `[::1]:2525`, `0.0.0.0:25`, `[::]:25`. Port 0 asks the system for a free port.

@@ -3,6 +3,7 @@ import MailModel
 import Queue
 import RelayPolicy
 import SMTPProtocol
+import TLS
 import Transport
 
 /// Drives one connection: bytes in, `ServerSession` actions out. Lives on its connection's loop.
@@ -32,15 +33,23 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         self.context = context
         self.listenerName = listenerName
         self.onEnd = onEnd
-        self.session = ServerSession(settings: context.sessionSettings(for: connection.peer.ip))
+        self.session = ServerSession(settings: context.sessionSettings(for: connection.peer.ip, listener: listenerName))
     }
+
+    /// Set once STARTTLS (or implicit TLS) begins; from then on every byte goes through it.
+    var tls: TLSSession?
+    var tlsInfo: TLSInfo?
 
     func start() {
         connection.delegate = self
         log.event("connect", session: id, [("client", connection.peer.description), ("listener", listenerName),
                                             ("local", connection.local.description)])
         let delay = context.configuration.smtp.greetingDelay.nanoseconds
-        if delay > 0 {
+        if session.settings.implicitTLS {
+            // RFC 8314: TLS from the first byte; the greeting comes once the handshake is done.
+            guard beginTLS() else { return }
+            armHandshakeTimer()
+        } else if delay > 0 {
             timer = connection.loop.schedule(at: MonotonicClock.now() + delay) { [self] in
                 self.timer = nil
                 self.greet()
@@ -53,7 +62,7 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
     func greet() {
         guard !ended, !greeted else { return }
         greeted = true
-        if connection.hasPendingInput {
+        if tls == nil && connection.hasPendingInput {
             perform(session.clientSpokeEarly())
         } else {
             perform(session.start())
@@ -64,6 +73,14 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
 
     func connectionReceived(_ bytes: ArraySlice<UInt8>) {
         guard !ended else { return }
+        if let tls {
+            receiveTLS(tls, bytes)
+            return
+        }
+        receivePlain(bytes)
+    }
+
+    func receivePlain(_ bytes: ArraySlice<UInt8>) {
         if !greeted {
             greeted = true
             if let t = timer { connection.loop.cancel(t); timer = nil }
@@ -85,6 +102,96 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         onEnd(self)
     }
 
+    // MARK: TLS
+
+    /// Starts the server side of a handshake on this connection.
+    @discardableResult
+    func beginTLS() -> Bool {
+        guard let ctx = context.tls[listenerName], let t = ctx.makeSession() else {
+            log.error("tls", session: id, [("result", "unavailable"), ("reason", "no TLS context for listener \(listenerName)")])
+            connection.close()
+            return false
+        }
+        tls = t
+        return true
+    }
+
+    func receiveTLS(_ t: TLSSession, _ bytes: ArraySlice<UInt8>) {
+        for event in t.receive(bytes) {
+            guard !ended else { return }
+            switch event {
+            case .data(let plain):
+                receivePlain(plain[...])
+            case .established(let info):
+                tlsInfo = info
+                logTLS(info)
+                let description = "\(info.version) with cipher \(info.cipher)"
+                if session.settings.implicitTLS && !greeted {
+                    _ = session.tlsEstablished(description)
+                    greet()
+                } else {
+                    perform(session.tlsEstablished(description))
+                }
+            case .failed(let reason):
+                flushTLS()
+                log.warning("tls", session: id, [("result", "failed"), ("client", connection.peer.description), ("reason", reason)])
+                connection.closeAfterFlush()
+                return
+            case .closed:
+                flushTLS()
+                connection.closeAfterFlush()
+                return
+            }
+        }
+        flushTLS()
+    }
+
+    func flushTLS() {
+        guard let tls else { return }
+        let out = tls.takeOutput()
+        if !out.isEmpty { connection.write(out) }
+    }
+
+    /// Everything the session says goes out through here: encrypted once TLS is on.
+    func send(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        if let tls, tls.handshakeComplete {
+            tls.send(bytes)
+            flushTLS()
+        } else {
+            connection.write(bytes)
+        }
+    }
+
+    func logTLS(_ info: TLSInfo) {
+        var fields: [(String, String)] = [("result", "established"), ("version", info.version), ("cipher", info.cipher)]
+        if let sni = info.serverName { fields.append(("sni", sni)) }
+        if let peer = info.peer {
+            fields.append(("client_cert", "sha256:\(peer.spkiSHA256)"))
+            fields.append(("subject", peer.subject))
+            fields.append(("verified", peer.verifiedBy.sorted().joined(separator: ",").isEmpty ? "none" : peer.verifiedBy.sorted().joined(separator: ",")))
+            if peer.verifiedBy.isEmpty { fields.append(("reason", peer.verificationFailures.joined(separator: "; "))) }
+        }
+        log.event("tls", session: id, fields)
+    }
+
+    /// close_notify, when a TLS session is up.
+    func closeTLS() {
+        guard let tls, tls.handshakeComplete else { return }
+        tls.shutdown()
+        flushTLS()
+    }
+
+    func armHandshakeTimer() {
+        let limit = context.configuration.limits.commandTimeout.nanoseconds
+        timer = connection.loop.schedule(at: MonotonicClock.now() + limit) { [self] in
+            self.timer = nil
+            guard !self.ended, !(self.tls?.handshakeComplete ?? true) else { return }
+            self.log.warning("tls", session: self.id, [("result", "failed"), ("reason", "handshake timeout")])
+            self.connection.close()
+        }
+    }
+
     // MARK: Actions
 
     func perform(_ actions: [SessionAction]) {
@@ -103,17 +210,28 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
                 logEvent(event)
             case .decideRecipient(let request):
                 let verdict = decide(request)
-                if !replies.isEmpty { connection.write(replies); replies = [] }
+                if !replies.isEmpty { send(replies); replies = [] }
                 perform(session.recipientDecided(verdict))
             case .enqueue(let submission):
-                if !replies.isEmpty { connection.write(replies); replies = [] }
+                if !replies.isEmpty { send(replies); replies = [] }
                 enqueue(submission)
+            case .startTLS(let discarded):
+                // The 220 goes out in plaintext; whatever followed STARTTLS was already thrown away.
+                if !replies.isEmpty { send(replies); replies = [] }
+                if discarded > 0 {
+                    log.warning("starttls", session: id, [("discarded", "\(discarded)"), ("reason", "plaintext after STARTTLS")])
+                }
+                beginTLS()
+            case .authenticate(let credentials):
+                if !replies.isEmpty { send(replies); replies = [] }
+                authenticate(credentials)
             case .close:
                 closeAfter = true
             }
         }
-        if !replies.isEmpty { connection.write(replies) }
+        if !replies.isEmpty { send(replies) }
         if closeAfter || session.isClosed {
+            closeTLS()
             connection.closeAfterFlush()
             return
         }
@@ -123,7 +241,9 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
 
     /// Asks the relay engine; the verdict and the log line both carry the rule that decided.
     func decide(_ r: RecipientRequest) -> RecipientVerdict {
-        let facts = SessionFacts(listener: listenerName, client: connection.peer.ip, heloName: r.heloName)
+        let cert = tlsInfo?.peer?.facts
+        let facts = SessionFacts(listener: listenerName, client: connection.peer.ip, heloName: r.heloName,
+                                 tls: tlsInfo != nil, certificate: cert, authenticatedUser: session.authenticatedUser)
         let d = context.engine.decide(RelayQuery(session: facts, sender: r.sender, recipient: r.recipient.path))
         switch d.verdict {
         case .relay: return .accept(rule: d.ruleName)
@@ -137,7 +257,8 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         let received = ReceivedHeader.format(
             heloName: s.heloName, clientAddress: connection.peer.ip, clientName: nil, hostname: context.hostname,
             protocolWord: s.protocolWord, queueID: queueID,
-            recipient: s.envelope.recipients.count == 1 ? s.envelope.recipients[0].path : nil, date: now)
+            recipient: s.envelope.recipients.count == 1 ? s.envelope.recipients[0].path : nil,
+            tls: s.tls.map { "using \($0)" }, date: now)
         let size = received.count + s.body.count
         let stored = StoredEnvelope(
             id: queueID, received: now, envelope: s.envelope, size: size,
@@ -196,6 +317,8 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         case .recipientAccepted(let r, let rule):
             stats.recipients += 1
             log.event("rcpt", session: id, [("to", r.path.description), ("verdict", "relay"), ("rule", rule)])
+        case .authenticated:
+            break   // logged with its backend by logAuth
         case .lineDiscarded(let kind):
             log.debug("discard", session: id, [("kind", kind)])
         }
@@ -247,7 +370,8 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
 
     func forceClose() {
         guard !ended else { return }
-        if session.isIdle || session.timeout == .data { connection.write(Reply.shuttingDown.wire) }
+        if session.isIdle || session.timeout == .data { send(Reply.shuttingDown.wire) }
+        closeTLS()
         connection.closeAfterFlush()
     }
 }

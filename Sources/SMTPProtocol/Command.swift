@@ -4,16 +4,15 @@ import MailModel
 /// and whether it is implemented. Network input is dispatched by an exhaustive `switch`, never by name.
 public enum Verb: String, CaseIterable, Sendable {
     case ehlo = "EHLO", helo = "HELO", mail = "MAIL", rcpt = "RCPT", data = "DATA", rset = "RSET"
-    case noop = "NOOP", quit = "QUIT", vrfy = "VRFY", help = "HELP"
+    case noop = "NOOP", quit = "QUIT", vrfy = "VRFY", help = "HELP", starttls = "STARTTLS", auth = "AUTH"
     // Known to RFC 5321 and its extensions, deliberately not implemented here (502 5.5.1).
-    // STARTTLS and AUTH arrive with TLS and authentication.
-    case expn = "EXPN", turn = "TURN", etrn = "ETRN", bdat = "BDAT", starttls = "STARTTLS", auth = "AUTH"
+    case expn = "EXPN", turn = "TURN", etrn = "ETRN", bdat = "BDAT"
     case send = "SEND", soml = "SOML", saml = "SAML", atrn = "ATRN"
 
     public var isImplemented: Bool {
         switch self {
-        case .ehlo, .helo, .mail, .rcpt, .data, .rset, .noop, .quit, .vrfy, .help: return true
-        case .expn, .turn, .etrn, .bdat, .starttls, .auth, .send, .soml, .saml, .atrn: return false
+        case .ehlo, .helo, .mail, .rcpt, .data, .rset, .noop, .quit, .vrfy, .help, .starttls, .auth: return true
+        case .expn, .turn, .etrn, .bdat, .send, .soml, .saml, .atrn: return false
         }
     }
 
@@ -38,6 +37,8 @@ public struct MailParameters: Hashable, Sendable {
     public var smtpUTF8 = false
     public var ret: DSNReturn?
     public var envelopeID: String?
+    /// RFC 4954 5 `AUTH=`: the xtext-decoded mailbox, or `<>`; kept for the log, never trusted.
+    public var auth: String?
     public init() {}
 }
 
@@ -60,6 +61,9 @@ public enum Command: Hashable, Sendable {
     case quit
     case vrfy(String)
     case help
+    case starttls
+    /// `AUTH mechanism [initial-response]` (RFC 4954 4); the mechanism name as sent, uppercased.
+    case auth(mechanism: String, initialResponse: [UInt8]?)
     case notImplemented(Verb)
 }
 

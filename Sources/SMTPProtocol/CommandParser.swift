@@ -40,10 +40,20 @@ public enum CommandParser {
             return .success(.noop)  // RFC 5321 4.1.1.9: a string argument is allowed and ignored
         case .help:
             return .success(.help)
+        case .starttls:
+            return hasArgument ? .failure(.noArgumentsAllowed) : .success(.starttls)
         case .vrfy:
             guard hasArgument else { return .failure(.syntax(usage: "VRFY address")) }
             return .success(.vrfy(String(decoding: trimmed(argument), as: UTF8.self)))
-        case .expn, .turn, .etrn, .bdat, .starttls, .auth, .send, .soml, .saml, .atrn:
+        case .auth:
+            let words = trimmed(argument).split(separator: UInt8(ascii: " "), omittingEmptySubsequences: true)
+            guard (1...2).contains(words.count), words[0].count <= 20,
+                  words[0].allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }) else {
+                return .failure(.syntax(usage: "AUTH mechanism [initial-response]"))
+            }
+            return .success(.auth(mechanism: String(decoding: words[0], as: UTF8.self).uppercased(),
+                                  initialResponse: words.count == 2 ? Array(words[1]) : nil))
+        case .expn, .turn, .etrn, .bdat, .send, .soml, .saml, .atrn:
             return .failure(.notImplemented)
         }
     }
@@ -87,6 +97,12 @@ public enum CommandParser {
                     return .failure(.badParameter)
                 }
                 mp.envelopeID = decoded
+            case "AUTH":
+                // RFC 4954 5: xtext of a mailbox, or <>.
+                guard let v = p.value, !v.isEmpty, v.count <= 500, let decoded = XText.decode(v) else {
+                    return .failure(.badParameter)
+                }
+                mp.auth = decoded
             default:
                 return .failure(.unsupportedParameter)
             }

@@ -36,6 +36,26 @@ extension Reply {
     }
     public static let badHeloName = Reply(501, EnhancedStatus(5, 5, 2), "Invalid hostname in HELO/EHLO")
 
+    // MARK: STARTTLS (RFC 3207)
+    public static let readyForTLS = Reply(220, EnhancedStatus(2, 0, 0), "Ready to start TLS")
+    public static let tlsAlreadyActive = Reply(503, EnhancedStatus(5, 5, 1), "TLS already active")
+    public static let tlsInTransaction = Reply(503, EnhancedStatus(5, 5, 1), "STARTTLS not allowed during a mail transaction")
+    public static let tlsRequired = Reply(530, EnhancedStatus(5, 7, 0), "Must issue a STARTTLS command first")
+
+    // MARK: AUTH (RFC 4954; RFC 5248 for the enhanced codes)
+    public static func authChallenge(_ base64: String) -> Reply { Reply(334, nil, base64) }
+    public static let authSucceeded = Reply(235, EnhancedStatus(2, 7, 0), "Authentication successful")
+    public static let authFailed = Reply(535, EnhancedStatus(5, 7, 8), "Authentication credentials invalid")
+    public static let authUnavailable = Reply(454, EnhancedStatus(4, 7, 0), "Temporary authentication failure")
+    public static let authCancelled = Reply(501, EnhancedStatus(5, 0, 0), "Authentication cancelled")
+    public static let authMalformed = Reply(501, EnhancedStatus(5, 5, 2), "Cannot decode response")
+    public static let authUnknownMechanism = Reply(504, EnhancedStatus(5, 5, 4), "Unrecognized authentication type")
+    public static let authNeedsTLS = Reply(538, EnhancedStatus(5, 7, 11), "Encryption required for requested authentication mechanism")
+    public static let authAlready = Reply(503, EnhancedStatus(5, 5, 1), "Already authenticated")
+    public static let authInTransaction = Reply(503, EnhancedStatus(5, 5, 1), "AUTH not permitted during a mail transaction")
+    public static let authThrottled = Reply(421, EnhancedStatus(4, 7, 0), "Too many authentication failures, try again later")
+    public static let senderNotOwned = Reply(553, EnhancedStatus(5, 7, 1), "Sender address not owned by the authenticated user")
+
     // MARK: MAIL / RCPT
     public static let senderOK = Reply(250, EnhancedStatus(2, 1, 0), "Sender OK")
     public static let recipientOK = Reply(250, EnhancedStatus(2, 1, 5), "Recipient OK")

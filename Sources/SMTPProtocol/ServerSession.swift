@@ -11,6 +11,10 @@ public struct ServerSession: Sendable {
         case data(DataDecoder)
         case awaitingRecipientDecision(Recipient)
         case awaitingEnqueue
+        case awaitingTLS
+        /// Inside an AUTH exchange: lines are SASL responses, not commands.
+        case authExchange(SASLExchange)
+        case awaitingAuthentication(SASLMechanism)
         case closed
     }
 
@@ -27,6 +31,11 @@ public struct ServerSession: Sendable {
     var framer: CommandFramer
     var errors = 0
     var shutdownRequested = false
+    /// Set by `tlsEstablished(_:)`: `TLSv1.3 with cipher ...`.
+    public private(set) var tls: String?
+    /// Set by a successful AUTH; the session keeps it until it ends (RFC 4954 4: no second AUTH).
+    public private(set) var authenticatedUser: String?
+    var senders = SenderOwnership()
     /// Bumped whenever a command or a DATA block completes; the driver resets its timer on change.
     public private(set) var progress = 0
 
@@ -35,8 +44,9 @@ public struct ServerSession: Sendable {
 
     public init(settings: SessionSettings) {
         self.settings = settings
+        if settings.implicitTLS { tls = "TLS" }
         // Frame up to the longest verb's limit; `handle` then applies the limit of the verb it finds.
-        self.framer = CommandFramer(maxLength: max(settings.lineLimit(for: .mail), settings.lineLimit(for: .rcpt)),
+        self.framer = CommandFramer(maxLength: [Verb.mail, .rcpt, .auth].map { settings.lineLimit(for: $0) }.max()!,
                                     normalizeBareLF: settings.normalizeBareLF)
     }
 
@@ -46,9 +56,9 @@ public struct ServerSession: Sendable {
     public var wantsInput: Bool { !isClosed && input.count < Self.inputHighWater }
     public var timeout: SessionTimeout {
         switch phase {
-        case .command: return .command
+        case .command, .awaitingTLS, .authExchange: return .command
         case .data: return .data
-        case .notStarted, .awaitingRecipientDecision, .awaitingEnqueue, .closed: return .none
+        case .notStarted, .awaitingRecipientDecision, .awaitingEnqueue, .awaitingAuthentication, .closed: return .none
         }
     }
     /// Between transactions with nothing pending: the moment a shutdown may close the session.
@@ -120,6 +130,39 @@ public struct ServerSession: Sendable {
         return actions + (isClosed ? [] : process())
     }
 
+    /// The answer to `.authenticate`.
+    public mutating func authenticationFinished(_ result: AuthenticationResult) -> [SessionAction] {
+        guard case .awaitingAuthentication(let mechanism) = phase else { return [] }
+        phase = .command
+        progress += 1
+        var actions: [SessionAction] = []
+        switch result {
+        case .success(let user, let owned):
+            authenticatedUser = user
+            senders = owned
+            actions.append(.log(.authenticated(user: user, mechanism: mechanism)))
+            actions.append(.reply(.authSucceeded))
+        case .rejected:
+            refuse(Refusal(stage: .auth, reply: .authFailed, reason: "\(mechanism.rawValue) authentication failed"), &actions)
+        case .unavailable:
+            refuse(Refusal(stage: .auth, reply: .authUnavailable, reason: "authentication backend unavailable",
+                           countsAsError: false), &actions)
+        case .throttled:
+            refuse(Refusal(stage: .auth, reply: .authThrottled, reason: "too many authentication failures",
+                           countsAsError: false), &actions)
+            close(&actions)
+        }
+        return actions + (isClosed ? [] : process())
+    }
+
+    /// The handshake that STARTTLS began is complete: a fresh session, waiting for EHLO (RFC 3207 4.2).
+    public mutating func tlsEstablished(_ description: String) -> [SessionAction] {
+        tls = description
+        guard case .awaitingTLS = phase else { return [] }
+        phase = .command
+        return process()
+    }
+
     public mutating func timedOut() -> [SessionAction] {
         guard !isClosed else { return [] }
         var actions: [SessionAction] = []
@@ -147,8 +190,21 @@ public struct ServerSession: Sendable {
         var actions: [SessionAction] = []
         while true {
             switch phase {
-            case .notStarted, .closed, .awaitingRecipientDecision, .awaitingEnqueue:
+            case .notStarted, .closed, .awaitingRecipientDecision, .awaitingEnqueue, .awaitingTLS, .awaitingAuthentication:
                 return actions
+            case .authExchange(var exchange):
+                guard let frame = framer.next(&input) else { return actions }
+                progress += 1
+                switch frame {
+                case .tooLong:
+                    phase = .command
+                    refuse(Refusal(stage: .auth, reply: .lineTooLong, reason: "SASL response too long"), &actions)
+                case .bareLineFeed:
+                    phase = .command
+                    refuse(Refusal(stage: .auth, reply: .bareLineFeed, reason: "bare LF in SASL response"), &actions)
+                case .line(let line, _):
+                    saslStep(exchange.respond(line), exchange, &actions)
+                }
             case .data(var decoder):
                 if input.isEmpty { return actions }
                 let (consumed, finished) = decoder.feed(input.bytes)
@@ -252,6 +308,28 @@ public struct ServerSession: Sendable {
             actions.append(.reply(.vrfy))
         case .help:
             actions.append(.reply(.help))
+        case .starttls:
+            if let refusal = checkSTARTTLS() {
+                refuse(refusal, &actions)
+                return
+            }
+            // Nothing the client sent in plaintext after STARTTLS may be read as if it came over TLS.
+            let discarded = input.count
+            input.removeAll()
+            greeting = nil
+            transaction = nil
+            phase = .awaitingTLS
+            authenticatedUser = nil
+            senders = SenderOwnership()
+            actions.append(.reply(.readyForTLS))
+            actions.append(.startTLS(discarded: discarded))
+        case .auth(let name, let initial):
+            if let refusal = checkAuth(name) {
+                refuse(refusal, &actions)
+                return
+            }
+            let (exchange, step) = SASLExchange.start(SASLMechanism(rawValue: name)!, initialResponse: initial)
+            saslStep(step, exchange, &actions)
         case .notImplemented:
             refuse(Refusal(stage: .command, reply: .notImplemented, reason: "command not implemented"), &actions)
         }
@@ -259,12 +337,56 @@ public struct ServerSession: Sendable {
 
     // MARK: Checks (no state changes)
 
+    func checkAuth(_ mechanism: String) -> Refusal? {
+        guard !settings.authMechanisms.isEmpty else {
+            return Refusal(stage: .auth, reply: .notImplemented, reason: "AUTH not offered on this listener")
+        }
+        guard greeting?.extended == true else {
+            return Refusal(stage: .auth, reply: .badSequence("Send EHLO first"), reason: "AUTH before EHLO")
+        }
+        if authenticatedUser != nil {
+            return Refusal(stage: .auth, reply: .authAlready, reason: "second AUTH")
+        }
+        if transaction != nil {
+            return Refusal(stage: .auth, reply: .authInTransaction, reason: "AUTH inside a transaction")
+        }
+        if tls == nil && !settings.authWithoutTLS {
+            return Refusal(stage: .auth, reply: .authNeedsTLS, reason: "AUTH before TLS")
+        }
+        guard let m = SASLMechanism(rawValue: mechanism), settings.authMechanisms.contains(m) else {
+            return Refusal(stage: .auth, reply: .authUnknownMechanism, reason: "unknown mechanism \(mechanism.prefix(20))")
+        }
+        return nil
+    }
+
+    func checkSTARTTLS() -> Refusal? {
+        if tls != nil {
+            return Refusal(stage: .command, reply: .tlsAlreadyActive, reason: "STARTTLS on an encrypted session")
+        }
+        guard settings.offerSTARTTLS else {
+            return Refusal(stage: .command, reply: .notImplemented, reason: "STARTTLS not offered on this listener")
+        }
+        if transaction != nil {
+            return Refusal(stage: .command, reply: .tlsInTransaction, reason: "STARTTLS inside a transaction")
+        }
+        return nil
+    }
+
     func checkMail(_ sender: ReversePath, _ p: MailParameters) -> Refusal? {
         guard let g = greeting else {
             return Refusal(stage: .mail, reply: .badSequence("Send HELO/EHLO first"), reason: "MAIL before HELO/EHLO")
         }
+        if settings.requireTLS && tls == nil {
+            return Refusal(stage: .mail, reply: .tlsRequired, reason: "MAIL before STARTTLS on a listener that requires TLS")
+        }
         if transaction != nil {
             return Refusal(stage: .mail, reply: .badSequence("Nested MAIL command"), reason: "MAIL inside a transaction")
+        }
+        if p.auth != nil && settings.authMechanisms.isEmpty {
+            return Refusal(stage: .mail, reply: .unsupportedParameter, reason: "AUTH= where AUTH is not offered")
+        }
+        if let user = authenticatedUser, settings.senderBinding, !senders.owns(sender) {
+            return Refusal(stage: .mail, reply: .senderNotOwned, reason: "user \(user) does not own sender \(sender)")
         }
         // Extension parameters exist only where EHLO advertised them (RFC 5321 4.1.1.11).
         if !g.extended && (p.size != nil || p.body != nil || p.smtpUTF8 || p.ret != nil || p.envelopeID != nil) {
@@ -295,6 +417,24 @@ public struct ServerSession: Sendable {
 
     // MARK: Proceeding
 
+    /// One step of an AUTH exchange: a challenge, credentials for the driver, or a failure.
+    mutating func saslStep(_ step: SASLExchange.Step, _ exchange: SASLExchange, _ actions: inout [SessionAction]) {
+        switch step {
+        case .challenge(let text):
+            phase = .authExchange(exchange)
+            actions.append(.reply(.authChallenge(String(decoding: Base64.encode(text), as: UTF8.self))))
+        case .done(let credentials):
+            phase = .awaitingAuthentication(credentials.mechanism)
+            actions.append(.authenticate(credentials))
+        case .failed(.cancelled):
+            phase = .command
+            refuse(Refusal(stage: .auth, reply: .authCancelled, reason: "client cancelled AUTH"), &actions)
+        case .failed(.malformed(let why)):
+            phase = .command
+            refuse(Refusal(stage: .auth, reply: .authMalformed, reason: why), &actions)
+        }
+    }
+
     mutating func finishData(_ decoder: DataDecoder, _ actions: inout [SessionAction]) {
         progress += 1
         guard let t = transaction else { phase = .command; return }
@@ -307,17 +447,23 @@ public struct ServerSession: Sendable {
         }
         phase = .awaitingEnqueue
         actions.append(.enqueue(MessageSubmission(envelope: t, heloName: greeting?.name ?? "", protocolWord: protocolWord(t),
-                                                  body: decoder.body)))
+                                                  tls: tls, body: decoder.body)))
     }
 
-    /// RFC 3848 / RFC 6531 protocol words for `Received: ... with`.
+    /// RFC 3848 / RFC 6531 protocol words for `Received: ... with`: ESMTP, ESMTPS, UTF8SMTPS, ...
     func protocolWord(_ t: Envelope) -> String {
-        let base = greeting?.extended == true ? "ESMTP" : "SMTP"
-        return t.smtpUTF8 ? "UTF8SMTP" : base
+        guard greeting?.extended == true else { return "SMTP" }
+        return (t.smtpUTF8 ? "UTF8SMTP" : "ESMTP") + (tls != nil ? "S" : "") + (authenticatedUser != nil ? "A" : "")
     }
 
     var extensions: [String] {
-        ["PIPELINING", "SIZE \(settings.maxMessageSize)", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
+        var e = ["PIPELINING", "SIZE \(settings.maxMessageSize)", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
+        if settings.offerSTARTTLS && tls == nil { e.append("STARTTLS") }
+        // RFC 4954 4: offered only where it may be used (never over plaintext unless told otherwise).
+        if !settings.authMechanisms.isEmpty && (tls != nil || settings.authWithoutTLS) {
+            e.append("AUTH " + settings.authMechanisms.map(\.rawValue).joined(separator: " "))
+        }
+        return e
     }
 
     /// The one choke point for every "no": counts it toward the error limit and hands it to the
@@ -354,6 +500,7 @@ public struct ServerSession: Sendable {
         case "RCPT": return .rcpt
         case "DATA": return .data
         case "HELO", "EHLO": return .helo
+        case "AUTH": return .auth
         default: return .command
         }
     }

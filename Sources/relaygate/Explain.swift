@@ -4,6 +4,7 @@ import MailModel
 import PolicyCheck
 import PolicyLanguage
 import RelayPolicy
+import TLS
 import Transport
 
 /// `relaygate explain` and `relaygate test`: the server's engine, asked from the command line.
@@ -19,7 +20,7 @@ enum Explain {
 
     static func run(_ args: [String]) {
         let o = Options(args, command: "explain",
-                        valued: ["config", "client", "listener", "helo", "auth", "cert-spki", "cert-subject", "cert-san",
+                        valued: ["config", "client", "listener", "helo", "auth", "cert", "cert-spki", "cert-subject", "cert-san",
                                  "cert-ca", "from", "rcpt"],
                         flags: ["tls", "json"], positional: 0)
         guard let clientText = o.last("client") else { RelaygateCommand.usageError("explain needs --client ADDR", command: "explain") }
@@ -48,6 +49,15 @@ enum Explain {
                                     verifiedBy: Set(o.values["cert-ca"] ?? []))
         }
         let (engine, config) = engine(o.last("config"), command: "explain")
+        if let pem = o.last("cert") {
+            if cert != nil { RelaygateCommand.usageError("--cert and --cert-spki exclude each other", command: "explain") }
+            do {
+                let authorities = config.lists.authorities.sorted { $0.key < $1.key }.map { (name: $0.key, file: $0.value) }
+                cert = try PeerCertificate.load(pemFile: pem, authorities: authorities).facts
+            } catch {
+                RelaygateCommand.fail("--cert: \(error)")
+            }
+        }
         // Without --listener: the first listener of the configuration, as a client of it would be.
         let session = SessionFacts(listener: o.last("listener") ?? config.listeners.first?.name ?? "default", client: client,
                                    heloName: o.last("helo"), tls: o.flags.contains("tls"), certificate: cert,

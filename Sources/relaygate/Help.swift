@@ -4,12 +4,13 @@ enum Help {
     static let topics: [String: String] = [
         "serve": """
             usage: relaygate serve [--config FILE] [--listen [NAME=]ADDR:PORT]... [--spool DIR]
-                                   [--log-format text|json] [--debug]
+                                   [--tls-cert CHAIN.pem --tls-key KEY.pem] [--log-format text|json] [--debug]
             Runs the gateway in the foreground and logs to stderr. Without --config it uses the embedded
             default (relaygate check --print-default). --listen ADDR:PORT (repeatable) replaces every
             listener with one named 'default'; --listen NAME=ADDR:PORT replaces the addresses of the
             listener NAME only. --spool replaces the spool. SIGTERM or SIGINT: stop accepting, let
             sessions finish within limits.shutdown-timeout, exit 0. SIGHUP: re-read the configuration.
+            --tls-cert/--tls-key: offer STARTTLS with this certificate where the configuration names none.
             """,
         "check": """
             usage: relaygate check --config FILE

@@ -9,7 +9,11 @@ import Transport
 
 enum Serve {
     static func run(_ args: [String]) {
-        let o = Options(args, command: "serve", valued: ["config", "listen", "spool", "log-format"], flags: ["debug"])
+        let o = Options(args, command: "serve", valued: ["config", "listen", "spool", "log-format", "tls-cert", "tls-key"],
+                        flags: ["debug"])
+        if (o.last("tls-cert") == nil) != (o.last("tls-key") == nil) {
+            RelaygateCommand.usageError("--tls-cert and --tls-key go together", command: "serve")
+        }
         let (loaded, diagnostics) = configuration(o)
         if diagnostics.contains(where: { $0.severity == .error }) {
             for d in diagnostics { Console.err("\(d)\n") }
@@ -47,12 +51,19 @@ enum Serve {
 
         let hostname = config.hostname ?? systemHostname()
         let writers = BlockingPool(threads: config.queue.writers, name: "relaygate-writer")
+        // The throttle's settings are read at start; a reload keeps the counts (and the settings).
+        let auth = AuthRuntime(throttle: config.auth.throttle)
         let interfaces = InterfaceAddresses.all()
         guard let engine = config.relayEngine(hostname: hostname, localAddresses: interfaces) else {
             RelaygateCommand.fail("no relay rules")
         }
-        let context = ServerContext(hostname: hostname, configuration: config, engine: engine,
-                                    spool: spool, writers: writers, log: log)
+        let context: ServerContext
+        do {
+            context = try ServerContext(hostname: hostname, configuration: config, engine: engine,
+                                        spool: spool, writers: writers, auth: auth, log: log)
+        } catch {
+            RelaygateCommand.fail("TLS: \(error)")
+        }
         let server = GatewayServer(context: context, loopCount: ProcessInfo.processInfo.activeProcessorCount)
         do {
             try server.start()
@@ -66,7 +77,8 @@ enum Serve {
             guard sigwait(&mask, &sig) == 0 else { continue }
             switch sig {
             case SIGHUP:
-                reload(o, running: config, server: server, spool: spool, writers: writers, log: log, interfaces: interfaces)
+                reload(o, running: config, server: server, spool: spool, writers: writers, auth: auth, log: log,
+                       interfaces: interfaces)
             default:
                 server.shutdown(grace: config.limits.shutdownTimeout)
                 exit(0)
@@ -80,6 +92,10 @@ enum Serve {
             ?? ConfigLoader.load(text: DefaultConfiguration.text, file: DefaultConfiguration.fileName)
         if let listens = o.values["listen"] { config.listeners = ListenOverride.apply(listens, to: config.listeners) }
         if let spool = o.last("spool") { config.spool = spool }
+        // A certificate from the command line serves where the configuration names none.
+        if let cert = o.last("tls-cert"), let key = o.last("tls-key"), config.tls.certificates.isEmpty {
+            config.tls.certificates = [.init(chain: cert, key: key)]
+        }
         return (config, diagnostics)
     }
 
@@ -87,7 +103,7 @@ enum Serve {
     /// theirs); an invalid one is refused with its errors logged, and the old one stays. Listeners and
     /// the spool stay as started: changing them needs a restart, and the log says so.
     static func reload(_ o: Options, running: Configuration, server: GatewayServer, spool: SpoolDirectory,
-                       writers: BlockingPool, log: MailLog, interfaces: Set<IPAddress>) {
+                       writers: BlockingPool, auth: AuthRuntime, log: MailLog, interfaces: Set<IPAddress>) {
         var (config, diagnostics) = configuration(o)
         let errors = diagnostics.filter { $0.severity == .error }
         guard errors.isEmpty else {
@@ -106,9 +122,16 @@ enum Serve {
         }
         let hostname = config.hostname ?? systemHostname()
         guard let engine = config.relayEngine(hostname: hostname, localAddresses: interfaces) else { return }
-        server.replaceContext(ServerContext(hostname: hostname, configuration: config, engine: engine,
-                                            spool: spool, writers: writers, log: log))
-        log.event("reload", [("status", "ok"), ("rules", "\(engine.rules.count)")])
+        do {
+            server.replaceContext(try ServerContext(hostname: hostname, configuration: config, engine: engine,
+                                                    spool: spool, writers: writers, auth: auth, log: log))
+        } catch {
+            log.error("config", [("message", "TLS: \(error)")])
+            log.warning("reload", [("status", "refused"), ("errors", "1"), ("kept", "previous configuration")])
+            return
+        }
+        log.event("reload", [("status", "ok"), ("rules", "\(engine.rules.count)"),
+                             ("certificates", "\(config.tls.certificates.count)")])
     }
 
     static func systemHostname() -> String {

@@ -97,6 +97,7 @@ struct DialogScript {
                 case .reply(let r): events.append(r.description)
                 case .refuse(let r): events.append(r.reply.description)
                 case .log: break
+                case .startTLS: events.append("<starttls>")
                 case .close: events.append("<close>")
                 case .decideRecipient(let req):
                     let domain = req.recipient.path.mailbox.map { "\($0.domain)" } ?? ""

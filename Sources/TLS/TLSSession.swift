@@ -1,0 +1,122 @@
+import COpenSSL
+import Glibc
+
+/// One connection's TLS, over memory BIOs: feed it what came from the socket, send what it returns.
+public final class TLSSession: @unchecked Sendable {
+    let ssl: OpaquePointer
+    let readBIO: OpaquePointer
+    let writeBIO: OpaquePointer
+    let context: TLSServerContext
+    public private(set) var handshakeComplete = false
+    public private(set) var info: TLSInfo?
+
+    public enum Event: Sendable {
+        /// Decrypted application data.
+        case data([UInt8])
+        case established(TLSInfo)
+        /// The handshake or the record layer failed; the connection must close.
+        case failed(String)
+        /// The peer sent close_notify.
+        case closed
+    }
+
+    init?(context: TLSServerContext) {
+        guard let s = SSL_new(context.served[0].ctx), let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else { return nil }
+        ssl = s; readBIO = r; writeBIO = w
+        self.context = context
+        SSL_set_bio(ssl, readBIO, writeBIO)   // the SSL now owns both BIOs
+        SSL_set_accept_state(ssl)
+    }
+
+    deinit { SSL_free(ssl) }
+
+    /// Ciphertext in; events (handshake done, plaintext, failure) out. Then send `takeOutput()`.
+    public func receive(_ ciphertext: ArraySlice<UInt8>) -> [Event] {
+        var events: [Event] = []
+        ciphertext.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = BIO_write(readBIO, raw.baseAddress! + off, Int32(raw.count - off))
+                if n <= 0 { break }
+                off += Int(n)
+            }
+        }
+        if !handshakeComplete {
+            ERR_clear_error()
+            let r = SSL_do_handshake(ssl)
+            if r == 1 {
+                handshakeComplete = true
+                let i = makeInfo()
+                info = i
+                events.append(.established(i))
+            } else {
+                let e = SSL_get_error(ssl, r)
+                if e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE {
+                    events.append(.failed(OpenSSLErrors.drain()))
+                    return events
+                }
+                return events
+            }
+        }
+        var plain: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 16384)
+        while true {
+            ERR_clear_error()
+            let n = SSL_read(ssl, &buf, Int32(buf.count))
+            if n > 0 {
+                plain.append(contentsOf: buf[0..<Int(n)])
+                continue
+            }
+            let e = SSL_get_error(ssl, n)
+            if e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE { break }
+            if !plain.isEmpty { events.append(.data(plain)); plain = [] }
+            events.append(e == SSL_ERROR_ZERO_RETURN ? .closed : .failed(OpenSSLErrors.drain()))
+            return events
+        }
+        if !plain.isEmpty { events.append(.data(plain)) }
+        return events
+    }
+
+    /// Plaintext in; it is encrypted into the output (memory BIOs never block).
+    public func send(_ plaintext: [UInt8]) {
+        guard !plaintext.isEmpty else { return }
+        plaintext.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = SSL_write(ssl, raw.baseAddress! + off, Int32(raw.count - off))
+                if n <= 0 { break }
+                off += Int(n)
+            }
+        }
+    }
+
+    /// Queues close_notify (RFC 8446 6.1) so the peer sees a clean end rather than a truncation.
+    public func shutdown() {
+        guard handshakeComplete else { return }
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+    }
+
+    /// Ciphertext to put on the wire.
+    public func takeOutput() -> [UInt8] {
+        let n = rg_BIO_pending(writeBIO)
+        guard n > 0 else { return [] }
+        var out = [UInt8](repeating: 0, count: n)
+        let got = BIO_read(writeBIO, &out, Int32(n))
+        return Array(out.prefix(max(0, Int(got))))
+    }
+
+    func makeInfo() -> TLSInfo {
+        let version = String(cString: SSL_get_version(ssl))
+        let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "unknown"
+        let sni = SSL_get_servername(ssl, rg_TLSEXT_NAMETYPE_host_name()).map { String(cString: $0) }
+        var peer: PeerCertificate?
+        if let x = SSL_get1_peer_certificate(ssl) {
+            let cert = Certificate(owning: x)
+            let (ok, failures) = context.verify(x, chain: SSL_get_peer_cert_chain(ssl))
+            peer = PeerCertificate(spkiSHA256: cert.spkiSHA256, subject: cert.subject, subjectAltNames: cert.subjectAltNames,
+                                   verifiedBy: ok, verificationFailures: failures)
+        }
+        return TLSInfo(version: version, cipher: cipher, serverName: sni, peer: peer)
+    }
+}
