@@ -85,7 +85,8 @@ public struct ConfigLoader {
                         continue
                     }
                     c.tls.certificates.append(.init(chain: reader.resolve(e.arguments[0].text, from: e.location.file),
-                                                    key: reader.resolve(e.arguments[1].text, from: e.location.file)))
+                                                    key: reader.resolve(e.arguments[1].text, from: e.location.file),
+                                                    location: e.location))
                 }
             case "queue":
                 for e in block(d, keys: Self.queueKeys) {

@@ -67,7 +67,11 @@ public struct TLSOptions: Sendable, Hashable {
     public struct Certificate: Sendable, Hashable {
         public var chain: String
         public var key: String
-        public init(chain: String, key: String) { self.chain = chain; self.key = key }
+        /// Where the configuration names it (nil: from the command line).
+        public var location: SourceLocation?
+        public init(chain: String, key: String, location: SourceLocation? = nil) {
+            self.chain = chain; self.key = key; self.location = location
+        }
     }
     public var certificates: [Certificate] = []
     public init() {}

@@ -9,7 +9,7 @@ public enum SASLMechanism: String, CaseIterable, Sendable {
 
 /// What a client proved it knows. `authorizationID` is empty unless the client asked to act as
 /// someone else (RFC 4616 2); the authenticator refuses anything but itself.
-public struct Credentials: Sendable, Hashable, CustomStringConvertible {
+public struct Credentials: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public let mechanism: SASLMechanism
     public let authorizationID: String
     public let user: String
@@ -19,8 +19,10 @@ public struct Credentials: Sendable, Hashable, CustomStringConvertible {
         self.mechanism = mechanism; self.authorizationID = authorizationID; self.user = user; self.password = password
     }
 
-    /// Never prints the password, whatever logs it.
+    /// Never prints the password, whatever logs, prints or dumps it.
     public var description: String { "\(mechanism.rawValue) user=\(user)" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["mechanism": mechanism, "user": user], displayStyle: .struct) }
 }
 
 /// One AUTH exchange. `start` takes the mechanism's initial response (if the client sent one);

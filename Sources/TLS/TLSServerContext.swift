@@ -27,12 +27,7 @@ public final class TLSServerContext: @unchecked Sendable {
         }
         var stores: [(String, OpaquePointer)] = []
         for (name, file) in authorities {
-            guard let store = X509_STORE_new() else { throw TLSError("out of memory") }
-            if X509_STORE_load_locations(store, file, nil) != 1 {
-                X509_STORE_free(store)
-                throw TLSError("CA file \(file) for '\(name)': \(OpenSSLErrors.drain())")
-            }
-            stores.append((name, store))
+            stores.append((name, try PeerCertificateAuthority.load(name: name, file: file)))
         }
         self.served = served
         self.authorities = stores
@@ -151,12 +146,27 @@ extension PeerCertificate {
         var stores: [(String, OpaquePointer)] = []
         defer { for (_, s) in stores { X509_STORE_free(s) } }
         for (name, file) in authorities {
-            guard let store = X509_STORE_new() else { throw TLSError("out of memory") }
-            stores.append((name, store))
-            if X509_STORE_load_locations(store, file, nil) != 1 { throw TLSError("CA file \(file) for '\(name)': \(OpenSSLErrors.drain())") }
+            stores.append((name, try PeerCertificateAuthority.load(name: name, file: file)))
         }
         let (ok, failures) = TLSServerContext.verify(leaf, chain: stack, stores: stores)
         return PeerCertificate(spkiSHA256: cert.spkiSHA256, subject: cert.subject, subjectAltNames: cert.subjectAltNames,
                                verifiedBy: ok, verificationFailures: failures)
+    }
+}
+
+/// A named CA file, checked the way a listener would load it.
+public enum PeerCertificateAuthority {
+    public static func check(name: String, file: String) throws(TLSError) {
+        X509_STORE_free(try load(name: name, file: file))
+    }
+
+    /// An X509_STORE holding the file's certificates; the caller frees it.
+    static func load(name: String, file: String) throws(TLSError) -> OpaquePointer {
+        guard let store = X509_STORE_new() else { throw TLSError("out of memory") }
+        if X509_STORE_load_locations(store, file, nil) != 1 {
+            X509_STORE_free(store)
+            throw TLSError("CA file \(file) for '\(name)': \(OpenSSLErrors.drain())")
+        }
+        return store
     }
 }

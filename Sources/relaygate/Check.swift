@@ -1,6 +1,7 @@
 import Config
 import Glibc
 import PolicyLanguage
+import TLS
 
 enum Check {
     static func run(_ args: [String]) {
@@ -10,7 +11,8 @@ enum Check {
             exit(0)
         }
         guard let path = o.last("config") else { RelaygateCommand.usageError("check needs --config FILE", command: "check") }
-        let (_, diagnostics) = ConfigLoader.load(path: path)
+        var (config, diagnostics) = ConfigLoader.load(path: path)
+        if !diagnostics.contains(where: { $0.severity == .error }) { diagnostics += tlsProblems(config) }
         for d in diagnostics { print(d) }
         let errors = diagnostics.filter { $0.severity == .error }.count
         if errors > 0 {
@@ -18,6 +20,30 @@ enum Check {
             exit(1)
         }
         exit(0)
+    }
+}
+
+extension Check {
+    /// What `serve` would refuse at start: certificates and keys that cannot be used (unreadable, a key
+    /// readable by others, a key that does not match), CA files that do not load.
+    static func tlsProblems(_ config: Configuration) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        for c in config.tls.certificates {
+            do {
+                _ = try TLSServerContext(certificates: [.init(chain: c.chain, key: c.key)])
+            } catch {
+                out.append(Diagnostic(c.location ?? SourceLocation(file: "--tls-cert", line: 1, column: 1), "TLS: \(error)"))
+            }
+        }
+        for (name, file) in config.lists.authorities.sorted(by: { $0.key < $1.key }) {
+            do {
+                _ = try PeerCertificateAuthority.check(name: name, file: file)
+            } catch {
+                let at = config.lists.locations[name]?.at ?? SourceLocation(file: file, line: 1, column: 1)
+                out.append(Diagnostic(at, "TLS: \(error)"))
+            }
+        }
+        return out
     }
 }
 

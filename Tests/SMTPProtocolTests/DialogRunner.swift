@@ -12,7 +12,10 @@ import MailModel
 ///   `Q: text`   the last enqueued message body is exactly `text` (escapes as above)
 ///   `!set key value`  session settings: maxMessageSize, maxRecipients, maxErrors, maxReceivedHeaders,
 ///                     normalizeBareLF, commandLineLimit
+///                     implicitTLS, authMechanisms (PLAIN,LOGIN), authWithoutTLS, senderBinding
 ///   `!enqueue noSpace|failed|ok`  what the next enqueue returns
+/// The stand-in authenticator: alice/secret succeeds and owns alice@example.org and @example.net;
+/// user `down` is unavailable, user `locked` is throttled, anything else is rejected.
 /// Recipients at `refused.test` are refused by the stand-in policy; all others are accepted.
 struct DialogScript {
     enum Step { case send([UInt8]), expect(String), expectClose, expectBody([UInt8]), enqueueResult(String) }
@@ -42,6 +45,10 @@ struct DialogScript {
                 case "maxReceivedHeaders": settings.maxReceivedHeaders = Int(v)!
                 case "commandLineLimit": settings.commandLineLimit = Int(v)!
                 case "normalizeBareLF": settings.normalizeBareLF = v == "true"
+                case "implicitTLS": settings.implicitTLS = v == "true"
+                case "authMechanisms": settings.authMechanisms = v.split(separator: ",").map { SASLMechanism(rawValue: String($0))! }
+                case "authWithoutTLS": settings.authWithoutTLS = v == "true"
+                case "senderBinding": settings.senderBinding = v == "true"
                 default: throw ScriptError(line: n + 1, text: line)
                 }
             } else {
@@ -98,6 +105,16 @@ struct DialogScript {
                 case .refuse(let r): events.append(r.reply.description)
                 case .log: break
                 case .startTLS: events.append("<starttls>")
+                case .authenticate(let c):
+                    let result: AuthenticationResult
+                    switch (c.user, c.password, c.authorizationID) {
+                    case ("alice", "secret", ""), ("alice", "secret", "alice"):
+                        result = .success(user: "alice", senders: SenderOwnership(["alice@example.org", "@example.net"]))
+                    case ("down", _, _): result = .unavailable
+                    case ("locked", _, _): result = .throttled
+                    default: result = .rejected
+                    }
+                    pending = session.authenticationFinished(result) + pending
                 case .close: events.append("<close>")
                 case .decideRecipient(let req):
                     let domain = req.recipient.path.mailbox.map { "\($0.domain)" } ?? ""
