@@ -188,6 +188,17 @@ class LDAPAuthTests(unittest.TestCase):
         self.assertEqual(c.command("MAIL FROM:<>").code, 250)
         c.close()
 
+    def test_searches_reuse_a_connection_and_user_binds_do_not(self):
+        s = self.server()
+        before = len(self.ldap.log_text())
+        for _ in range(4):
+            self.assertEqual(s.auth("alice", "alice-secret")[0], 235)
+        log = self.ldap.log_text()[before:]
+        # One service connection for the four searches, one connection for each password check.
+        self.assertEqual(log.count(" ACCEPT from IP="), 1 + 4, log)
+        self.assertEqual(log.count(f'BIND dn="{self.ldap.service_dn}" method=128'), 1, log)
+        self.assertEqual(log.count(f'BIND dn="{self.ldap.user_dn("alice")}" method=128'), 4, log)
+
     def test_directory_down_is_temporary_and_recovers(self):
         s = self.server()
         self.assertEqual(s.auth("alice", "alice-secret")[0], 235)

@@ -18,14 +18,15 @@ import unittest
 
 # Importable both by discovery (-s Tests/Integration) and by file path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, run_cli, require_tool, workdir
+from harness import Server, SMTPConn, run_cli, require_tool, workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POLICIES = os.path.join(REPO, "policies")
 
 DIAGNOSTIC = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$")
-QUEUED = re.compile(r"<-  250 2\.0\.0 OK queued as ([0-9a-z]{16})")
-SWAKS_RCPT = re.compile(r"-> RCPT TO:<[^\n]*>\n\s*<(?:-|\*\*)\s+(\d{3})(?: ([245]\.\d{1,3}\.\d{1,3}))?")
+# swaks marks lines sent and read inside TLS with ~ where plaintext has -.
+QUEUED = re.compile(r"<[-~]  250 2\.0\.0 OK queued as ([0-9a-z]{16})")
+SWAKS_RCPT = re.compile(r"[-~]> RCPT TO:<[^\n]*>\n\s*<(?:-|~|\*\*|~\*)\s+(\d{3})(?: ([245]\.\d{1,3}\.\d{1,3}))?")
 
 
 # MARK: Helpers
@@ -68,11 +69,11 @@ class PolicyServer(Server):
         return [e for e in self.logs() if e.get("session") == session]
 
 
-def swaks(port, recipient, source, sender="sender@origin.test", server="127.0.0.1"):
+def swaks(port, recipient, source, sender="sender@origin.test", server="127.0.0.1", extra=()):
     """One message by swaks from `source`; (exit status, output, RCPT code, RCPT status, queue id)."""
     args = [require_tool("swaks"), "--server", server, "--port", str(port), "--from", sender,
             "--to", recipient, "--helo", "swaks.client.test", "--timeout", "10",
-            "--local-interface", source, "--header", "Subject: policy test"]
+            "--local-interface", source, "--header", "Subject: policy test"] + list(extra)
     r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
     out = r.stdout.decode("utf-8", "replace")
     m = SWAKS_RCPT.search(out)
@@ -97,7 +98,8 @@ def line_of(text, fragment, start=1):
 
 
 def copy_policy(test, name, replacements):
-    """policies/NAME.conf copied into a fresh folder with its spool there and `replacements`
+    """policies/NAME.conf copied into a fresh folder with its spool there, paths written relative to
+    policies/ made absolute, and `replacements`
     (old, new) applied; every replacement must change the text. Returns (path, spool, text)."""
     d = workdir(test)
     spool = os.path.join(d, "spool")
@@ -105,6 +107,8 @@ def copy_policy(test, name, replacements):
         original = f.read()
     text, n = re.subn(r"(?m)^spool .*$", f"spool {spool}", original)
     test.assertEqual(n, 1, f"{name}.conf has no single spool line")
+    # Paths relative to policies/ (the development certificates, deploy/pam.d) stay where they point.
+    text = text.replace('"../', f'"{REPO}/')
     for old, new in replacements:
         test.assertIn(old, text, f"{name}.conf no longer holds {old!r}")
         text = text.replace(old, new)
@@ -149,14 +153,16 @@ def verdict_of(code):
 # MARK: 1. The example policies, served
 
 class ExamplePolicyTests(unittest.TestCase):
-    def drive(self, server, config, sends):
+    def drive(self, server, config, sends, options=None):
         """Sends one message per (listener, source, recipient, code, status, rule line) with swaks,
         checks each reply and the rule its log line names, then checks the queue holds exactly the
         accepted messages. Returns the queue ids."""
         accepted = {}
         for i, (listener, source, rcpt, code, status, line) in enumerate(sends):
             what = f"{rcpt} from {source} on {listener}"
-            rc, out, got_code, got_status, qid = swaks(server.listener_port(listener), rcpt, source)
+            sender, extra = (options[i] if options else ("sender@origin.test", ()))
+            rc, out, got_code, got_status, qid = swaks(server.listener_port(listener), rcpt, source, sender=sender,
+                                                       extra=extra)
             self.assertEqual((got_code, got_status), (code, status), f"{what}:\n{out}")
             if code == 250:
                 self.assertEqual(rc, 0, f"{what}:\n{out}")
@@ -251,16 +257,49 @@ class ExamplePolicyTests(unittest.TestCase):
         self.assertFalse([e for e in s.logs("refuse") if e.get("code", "").startswith("4")], s.log_text())
 
     def test_roaming_users(self):
-        config, spool, text = copy_policy(self, "roaming-users", [])
-        final = line_of(text, "refuse", start=line_of(text, "rules {"))
+        """The example as shipped, with real backends in place of the example's: its PAM service folder
+        becomes a private pam_pwdfile service, its directory a private slapd with StartTLS, and the
+        development certificates under var/certs serve TLS and sign the client certificate."""
+        from backends import PamService, Slapd
+        certs = os.path.join(REPO, "var", "certs")
+        self.assertTrue(os.path.exists(os.path.join(certs, "client.pem")), "make test makes var/certs first")
+        pam = PamService(self, users={"alice": "alice-pam"})
+        ldap = Slapd(self, tls=(f"{certs}/server.pem", f"{certs}/server.key", f"{certs}/ca.pem"), require_tls=True)
+        config, spool, text = copy_policy(self, "roaming-users", [
+            (f'confdir "{REPO}/deploy/pam.d"', f'confdir "{pam.confdir}"'),
+            ('uri "ldap://ldap1.example.org" "ldap://ldap2.example.org"', f'uri "ldap://127.0.0.1:9" "{ldap.uri}"'),
+        ])
+        rules = line_of(text, "rules {")
+        final = line_of(text, "refuse", start=rules)
+        by_auth = {l: line_of(text, f"relay listener {l} tls authenticated", start=rules)
+                   for l in ("submission", "submissions")}
+        by_ca = line_of(text, "relay tls certificate ca corp", start=rules)
         s = PolicyServer(self, config, spool, listen=["submission=127.0.0.1:0", "submissions=127.0.0.1:0"])
-        sends = []
+        tls = {"submission": ["--tls"], "submissions": ["--tlsc"]}
+        sends, options = [], []
         for listener in ("submission", "submissions"):
             for source in ("127.0.0.1", "127.0.0.9"):
-                for rcpt in ("x@example.net", "alice@example.org"):
-                    sends.append((listener, source, rcpt, 550, "5.7.1", final))
-        self.assertEqual(self.drive(s, config, sends), [])
-        self.assertEqual(s.queue_list(), [])
+                # TLS without an identity: refused by the final rule.
+                sends.append((listener, source, "x@example.net", 550, "5.7.1", final))
+                options.append(("sender@origin.test", tls[listener]))
+                # alice through PAM, bob through the directory (after the first URI fails over).
+                for user, password, sender in (("alice", "alice-pam", "alice.smith@example.org"),
+                                               ("bob", "bob-secret", "bob@example.org")):
+                    sends.append((listener, source, "x@example.net", 250, "2.1.5", by_auth[listener]))
+                    options.append((sender, tls[listener] + ["--auth", "PLAIN", "--auth-user", user,
+                                                             "--auth-password", password]))
+                # A client certificate from the staff CA.
+                sends.append((listener, source, "y@example.net", 250, "2.1.5", by_ca))
+                options.append(("sender@origin.test", tls[listener] + ["--tls-cert", f"{certs}/client.pem",
+                                                                        "--tls-key", f"{certs}/client.key"]))
+        self.assertEqual(len(self.drive(s, config, sends, options)), 12)
+        # Plaintext on the STARTTLS port: MAIL gets 530 5.7.0 and nothing is queued.
+        c = SMTPConn(self, "127.0.0.1", s.listener_port("submission"))
+        c.reply()
+        c.ehlo()
+        r = c.command("MAIL FROM:<alice@example.org>")
+        self.assertEqual((r.code, r.status), (530, "5.7.0"))
+        self.assertEqual(len(s.queue_list()), 12)
 
     def test_embedded_default(self):
         config, spool, text = copy_policy(self, "embedded-default", [])
