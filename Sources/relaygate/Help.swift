@@ -26,10 +26,12 @@ enum Help {
             """,
         "explain": """
             usage: relaygate explain [--config FILE] --client ADDR [--listener NAME] [--helo NAME] [--tls]
-                                     [--auth USER] [--cert-spki sha256:HEX [--cert-subject DN] [--cert-san NAME]
-                                     [--cert-ca NAME]] [--from ADDR] --rcpt ADDR... [--json]
+                                     [--auth USER] [--cert PEMFILE | --cert-spki sha256:HEX [--cert-subject DN]
+                                     [--cert-san NAME] [--cert-ca NAME]] [--from ADDR] --rcpt ADDR... [--json]
             Prints, for each recipient, the verdict the server would give, the rule that decided it
             (file:line and text) and why every rule before it did not match. --json: one JSON object.
+            --cert reads a client certificate as the server would: its pin, subject, names, and the
+            configured CAs it verifies against.
             """,
         "test": """
             usage: relaygate test [--config FILE] CASES...
