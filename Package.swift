@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "MailModelTests", dependencies: ["MailModel"], swiftSettings: strict),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol", "MailModel"],
                     resources: [.copy("Dialogs")], swiftSettings: strict),
-        .testTarget(name: "PolicyLanguageTests", dependencies: ["PolicyLanguage", "Config"],
+        .testTarget(name: "PolicyLanguageTests", dependencies: ["PolicyLanguage", "Config", "SMTPProtocol"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "RelayPolicyTests", dependencies: ["RelayPolicy", "Config", "PolicyCheck", "PolicyLanguage", "MailModel"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),

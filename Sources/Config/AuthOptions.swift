@@ -11,6 +11,8 @@ public struct AuthOptions: Sendable {
     /// `pam NAME { }` and `ldap NAME { }`, by name.
     public var backends: [String: Backend] = [:]
     public var mechanisms: [SASLMechanism] = [.plain, .login]
+    /// `auth { backends ... }`: for every listener that names none of its own.
+    public var defaultBackends: [String] = []
     /// Every failed AUTH is answered this long after it began, whatever the reason (no enumeration
     /// by timing).
     public var failureDelay: Duration = .seconds(2)

@@ -8,7 +8,7 @@ extension ConfigLoader {
     static let pamKeys = ["service", "confdir"]
     static let ldapKeys = ["uri", "starttls", "ca-file", "bind-dn", "bind-password", "bind-password-file", "base", "filter",
                            "dn-template", "mail-attribute", "timeout"]
-    static let authKeys = ["mechanisms", "failure-delay", "client-failure-limit", "user-failure-limit", "failure-window",
+    static let authKeys = ["backends", "mechanisms", "failure-delay", "client-failure-limit", "user-failure-limit", "failure-window",
                            "cool-off", "sender-binding", "senders"]
 
     mutating func backendName(_ d: Directive, _ auth: AuthOptions) -> String? {
@@ -114,6 +114,10 @@ extension ConfigLoader {
                 }
                 if e.arguments.isEmpty { error(e.location, "mechanisms needs PLAIN, LOGIN or both") }
                 auth.mechanisms = ms
+            case "backends":
+                if e.arguments.isEmpty { error(e.location, "backends needs the names of one or more backends") }
+                auth.defaultBackends = e.arguments.map(\.text)
+                for a in e.arguments { pendingBackendChecks.append((a.text, a.location)) }
             case "failure-delay":
                 if let t = duration(e) { auth.failureDelay = t }
             case "client-failure-limit":
@@ -200,7 +204,9 @@ extension ConfigLoader {
             error(at, message)
         }
         for (l, at) in pendingAuthListeners {
-            guard let listener = c.listeners.first(where: { $0.name == l }) else { continue }
+            guard let listener = c.listeners.first(where: { $0.name == l }), !c.authBackends(of: listener).isEmpty else {
+                continue
+            }
             if listener.authWithoutTLS {
                 warning(at, "listener '\(l)' accepts passwords without TLS (auth-without-tls yes)")
             } else if c.tlsMode(of: listener) == .none {

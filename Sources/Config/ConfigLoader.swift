@@ -161,11 +161,12 @@ public struct ConfigLoader {
             authorities += e.arguments.map(\.text)
             for a in e.arguments { pendingAuthorityChecks.append(a) }
         }
-        var backends: [String] = []
+        var backends: [String]?
         var authWithoutTLS = false
         for e in entries where e.name == "auth" {
-            if e.arguments.isEmpty { error(e.location, "auth needs the names of one or more backends (pam NAME { } / ldap NAME { })") }
-            backends += e.arguments.map(\.text)
+            if e.arguments.isEmpty { error(e.location, "auth needs the names of one or more backends (pam NAME { } / ldap NAME { }), or none") }
+            if e.arguments.map(\.text) == ["none"] { backends = []; continue }
+            backends = e.arguments.map(\.text)
             for a in e.arguments { pendingBackendChecks.append((a.text, a.location)) }
         }
         for e in entries where e.name == "auth-without-tls" {
@@ -185,7 +186,7 @@ public struct ConfigLoader {
         l.clientCertificateAuthorities = authorities
         l.authBackends = backends
         l.authWithoutTLS = authWithoutTLS
-        if !backends.isEmpty { pendingAuthListeners.append((l.name, d.location)) }
+        pendingAuthListeners.append((l.name, d.location))
         if mode != nil { pendingTLSChecks.append((l.name, d.location)) }
         return l
     }

@@ -28,6 +28,11 @@ public struct Configuration: Sendable {
 
     public static let defaultSpool = "/var/spool/relaygate"
 
+    /// The backends a listener's AUTH asks, in order (its own, or the global default); empty: no AUTH.
+    public func authBackends(of listener: Listener) -> [String] {
+        listener.authBackends ?? auth.defaultBackends
+    }
+
     /// The TLS mode a listener runs with.
     public func tlsMode(of listener: Listener) -> TLSMode {
         listener.tls ?? (tls.certificates.isEmpty ? .none : .may)
@@ -41,8 +46,9 @@ public struct Listener: Sendable, Hashable {
     public var tls: TLSMode?
     /// Named CAs (`ca NAME file ...`) a client certificate is checked against; non-empty asks for one.
     public var clientCertificateAuthorities: [String] = []
-    /// Authentication backends tried in order; empty: no AUTH on this listener.
-    public var authBackends: [String] = []
+    /// Authentication backends tried in order; nil: those of `auth { backends ... }`; empty
+    /// (`auth none`): no AUTH on this listener.
+    public var authBackends: [String]?
     /// Offer AUTH before TLS too (never by default).
     public var authWithoutTLS = false
     public init(name: String, addresses: [ListenAddress], tls: TLSMode? = nil) {

@@ -37,8 +37,8 @@ public final class ServerContext: Sendable {
             }
         }
         var chains: [String: AuthChain] = [:]
-        for l in configuration.listeners where !l.authBackends.isEmpty {
-            chains[l.name] = AuthChain(l.authBackends.compactMap { authenticators[$0] })
+        for l in configuration.listeners where !configuration.authBackends(of: l).isEmpty {
+            chains[l.name] = AuthChain(configuration.authBackends(of: l).compactMap { authenticators[$0] })
         }
         self.authChains = chains
         var tls: [String: TLSServerContext] = [:]

@@ -33,14 +33,7 @@ public final class TLSSession: @unchecked Sendable {
     /// Ciphertext in; events (handshake done, plaintext, failure) out. Then send `takeOutput()`.
     public func receive(_ ciphertext: ArraySlice<UInt8>) -> [Event] {
         var events: [Event] = []
-        ciphertext.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = BIO_write(readBIO, raw.baseAddress! + off, Int32(raw.count - off))
-                if n <= 0 { break }
-                off += Int(n)
-            }
-        }
+        Self.writeAll(ciphertext) { BIO_write(readBIO, $0, $1) }
         if !handshakeComplete {
             ERR_clear_error()
             let r = SSL_do_handshake(ssl)
@@ -80,10 +73,15 @@ public final class TLSSession: @unchecked Sendable {
     /// Plaintext in; it is encrypted into the output (memory BIOs never block).
     public func send(_ plaintext: [UInt8]) {
         guard !plaintext.isEmpty else { return }
-        plaintext.withUnsafeBytes { raw in
+        Self.writeAll(plaintext[...]) { SSL_write(ssl, $0, $1) }
+    }
+
+    /// Feeds `bytes` to an OpenSSL write call until all are taken (memory BIOs take everything) or it fails.
+    static func writeAll(_ bytes: ArraySlice<UInt8>, _ write: (UnsafeRawPointer, Int32) -> Int32) {
+        bytes.withUnsafeBytes { raw in
             var off = 0
             while off < raw.count {
-                let n = SSL_write(ssl, raw.baseAddress! + off, Int32(raw.count - off))
+                let n = write(raw.baseAddress! + off, Int32(raw.count - off))
                 if n <= 0 { break }
                 off += Int(n)
             }

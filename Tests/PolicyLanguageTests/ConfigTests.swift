@@ -68,6 +68,36 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.limits.recipients, 100)
     }
 
+    /// TLS and AUTH settings as the server reads them: modes, CAs, backends per listener or global.
+    func testTLSAndAuthentication() {
+        let text = """
+            spool /tmp/x
+            tls { certificate "a.pem" "a.key"; certificate "b.pem" "b.key" }
+            ca corp file "ca.pem"
+            ldap directory { uri "ldap://127.0.0.1:389" "ldaps://127.0.0.2"; dn-template "uid=%u,dc=example,dc=org"; timeout 3s }
+            auth { backends directory; mechanisms PLAIN; failure-delay 1s; client-failure-limit 7; senders people }
+            senders people { alice alice@example.org @example.net }
+            listener mx { address 0.0.0.0:25; auth none }
+            listener submission { address 0.0.0.0:587; tls required; client-certificates corp }
+            listener plain { address 127.0.0.1:26; tls none }
+            rules { relay authenticated; refuse }
+            """
+        let (c, diagnostics) = ConfigLoader.load(text: text, file: "/etc/relaygate/t.conf")
+        XCTAssertEqual(diagnostics.map(\.description),
+                       ["/etc/relaygate/t.conf:9:1: warning: listener 'plain' has no TLS, so AUTH is never offered there; add a certificate or tls may"])
+        XCTAssertEqual(c.tls.certificates.map(\.chain), ["/etc/relaygate/a.pem", "/etc/relaygate/b.pem"])
+        XCTAssertEqual(c.listeners.map { c.tlsMode(of: $0) }, [.may, .required, TLSMode.none])
+        XCTAssertEqual(c.listeners[1].clientCertificateAuthorities, ["corp"])
+        XCTAssertEqual(c.listeners.map { c.authBackends(of: $0) }, [[], ["directory"], ["directory"]])
+        XCTAssertEqual(c.auth.mechanisms, [.plain])
+        XCTAssertEqual(c.auth.failureDelay, .seconds(1))
+        XCTAssertEqual(c.auth.throttle.clientLimit, 7)
+        XCTAssertEqual(c.auth.configuredSenders(of: "alice"), ["alice@example.org", "@example.net"])
+        guard case .ldap(let l) = c.auth.backends["directory"] else { return XCTFail("no ldap backend") }
+        XCTAssertEqual(l.uris, ["ldap://127.0.0.1:389", "ldaps://127.0.0.2"])
+        XCTAssertEqual(l.timeoutSeconds, 3)
+    }
+
     func testSizesAndDurations() {
         XCTAssertEqual(ConfigLoader.parseSize("512k"), 512 * 1024)
         XCTAssertEqual(ConfigLoader.parseSize("1G"), 1 << 30)
