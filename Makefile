@@ -47,6 +47,7 @@ bench: release
 	scripts/install-deps bench
 	RELAYGATE=$(CURDIR)/.build/release/relaygate bench/accept
 	RELAYGATE=$(CURDIR)/.build/release/relaygate bench/idle
+	RELAYGATE=$(CURDIR)/.build/release/relaygate bench/tls
 
 clean:
 	rm -rf .build var
