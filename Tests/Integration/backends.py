@@ -171,6 +171,9 @@ class Slapd:
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.uri = f"ldap://{self.host}:{self.port}/"
+        # With TLS, ldaps:// (TLS from the first byte) on a second port as well.
+        self.ldaps_port = free_port(self.host) if tls else None
+        self.ldaps_uri = f"ldaps://{self.host}:{self.ldaps_port}/" if tls else None
         self.suffix = SUFFIX
         self.base = f"ou=people,{SUFFIX}"
         self.services_base = f"ou=services,{SUFFIX}"
@@ -292,7 +295,8 @@ class Slapd:
         log = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen(
-                [self.slapd, "-f", self.conf_path, "-h", self.uri, "-d", self.debug],
+                [self.slapd, "-f", self.conf_path, "-h", " ".join(u for u in (self.uri, self.ldaps_uri) if u),
+                 "-d", self.debug],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         finally:
             log.close()

@@ -253,6 +253,17 @@ class LDAPStartTLSTests(unittest.TestCase):
         self.assertEqual(s.auth("alice", "alice-secret")[0], 235)
         self.assertEqual(s.auth("alice", "wrong")[0], 535)
 
+    def test_ldaps_with_its_ca(self):
+        certs = make_certs(self)
+        ldap = Slapd(self, tls=(f"{certs}/server.pem", f"{certs}/server.key", f"{certs}/ca.pem"))
+        s = AuthServer(self, f"""ldap directory {{
+    uri "{ldap.ldaps_uri}"
+    ca-file "{certs}/ca.pem"
+    dn-template "uid=%u,{ldap.base}"
+}}""", "directory", certs=certs)
+        self.assertEqual(s.auth("bob", "bob-secret")[0], 235)
+        self.assertEqual(s.auth("bob", "wrong")[0], 535)
+
     def test_starttls_with_the_wrong_ca_is_unavailable(self):
         certs = make_certs(self)
         ldap = Slapd(self, tls=(f"{certs}/server.pem", f"{certs}/server.key", f"{certs}/ca.pem"), require_tls=True)
@@ -276,6 +287,15 @@ class PAMAuthTests(unittest.TestCase):
         self.assertEqual(s.auth("alice", "alice-secret")[0], 454)
         pam.make_available()
         self.assertEqual(s.auth("alice", "alice-secret")[0], 235)
+
+    def test_pam_failure_delay_is_taken_over(self):
+        # Without nodelay, pam_pwdfile would sleep about 2 s in pam_authenticate; PAM_FAIL_DELAY hands
+        # the delay to the gateway, which answers after its own failure-delay on a timer.
+        pam = PamService(self, nodelay=False)
+        s = AuthServer(self, pam_backend("staff", pam), "staff")
+        code, _, took = s.auth("alice", "wrong")
+        self.assertEqual(code, 535)
+        self.assertLess(took, FAILURE_DELAY + 0.8, "PAM's own delay was not taken over")
 
     def test_pam_unix_with_a_throwaway_system_user(self):
         user = ThrowawayUser(self)
