@@ -37,21 +37,25 @@ public struct ConfigLoader {
 
     static let topLevel = ["hostname", "spool", "listener", "limits", "smtp", "queue", "include",
                            "networks", "domains", "users", "pins", "ca", "rules", "local-names", "allow-untrusted-routing", "tls",
-                           "pam", "ldap", "auth", "senders"]
+                           "pam", "ldap", "auth", "senders",
+                           "dns", "outbound", "route", "rewrite"]
     static let limitKeys = ["message-size", "recipients", "errors", "command-line", "text-line", "sessions",
                             "sessions-per-client", "command-timeout", "data-timeout", "received-headers",
                             "shutdown-timeout"]
     static let smtpKeys = ["greeting-delay", "normalize-bare-lf"]
     static let listenerKeys = ["address", "tls", "client-certificates", "auth", "auth-without-tls"]
     static let tlsKeys = ["certificate"]
-    static let queueKeys = ["writers"]
+    static let queueKeys = ["writers", "delivery-threads", "per-destination", "recipients-per-transaction", "retry-first",
+                             "retry-max", "lifetime", "connect-timeout", "reply-timeout", "data-timeout", "backoff",
+                             "scan-interval"]
 
     public mutating func interpret(_ directives: [Directive]) -> Configuration {
         var c = Configuration()
         var seen: [String: SourceLocation] = [:]
         var relayDirectives: [Directive] = []
         for d in directives {
-            if ["hostname", "spool", "limits", "smtp", "queue", "rules", "local-names", "allow-untrusted-routing", "tls", "auth"].contains(d.name) {
+            if ["hostname", "spool", "limits", "smtp", "queue", "rules", "local-names", "allow-untrusted-routing", "tls", "auth",
+                "dns", "outbound", "rewrite"].contains(d.name) {
                 if let first = seen[d.name] {
                     error(d.location, "'\(d.name)' is set twice (first at line \(first.line))")
                     continue
@@ -90,10 +94,20 @@ public struct ConfigLoader {
                 }
             case "queue":
                 for e in block(d, keys: Self.queueKeys) {
-                    if e.name == "writers", let n = integer(e, range: 1...256) { c.queue.writers = n }
+                    if e.name == "writers", let n = integer(e, range: 1...256) { c.queue.writers = n } else {
+                        queueSetting(e, &c.delivery)
+                    }
                 }
             case "networks", "domains", "users", "pins", "ca":
                 namedList(d, &c.lists)
+            case "dns":
+                dnsBlock(d, &c.delivery)
+            case "outbound":
+                outboundBlock(d, &c.delivery)
+            case "route":
+                routeBlock(d, &c.delivery)
+            case "rewrite":
+                rewriteBlock(d, &c.delivery)
             case "pam":
                 pamBackend(d, &c.auth)
             case "ldap":

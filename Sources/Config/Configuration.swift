@@ -17,6 +17,7 @@ public struct Configuration: Sendable {
     public var lists = NamedLists()
     public var tls = TLSOptions()
     public var auth = AuthOptions()
+    public var delivery = DeliveryOptions()
     /// The relay rules; a file without a `rules` block gets the embedded default's.
     public var relay: RelayRules?
 

@@ -36,5 +36,11 @@ public enum DefaultConfiguration {
             received-headers 30
         }
 
+        # Delivery: this development default keeps what it accepts in the queue (relaygate queue list)
+        # and sends nothing out. A gateway that forwards to MX hosts leaves this block out.
+        outbound {
+            delivery no
+        }
+
         """
 }

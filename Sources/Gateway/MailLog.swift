@@ -1,3 +1,4 @@
+import Delivery
 import Glibc
 import MailModel
 import Synchronization
@@ -105,3 +106,9 @@ public final class MailLog: Sendable {
     }
 }
 
+
+extension MailLog: DeliveryLogger {
+    public func deliveryEvent(_ name: String, warning: Bool, _ fields: [(String, String)]) {
+        if warning { self.warning(name, fields) } else { event(name, fields) }
+    }
+}

@@ -22,13 +22,16 @@ public final class ServerContext: Sendable {
     /// Per listener with AUTH: its backends, in order.
     let authChains: [String: AuthChain]
     let auth: AuthRuntime
+    /// Told about every message once it is on stable storage (the queue runner tries it at once).
+    let queued: @Sendable (QueueID) -> Void
 
     /// - Throws: `TLSError` when a certificate, key or CA file cannot be used (start-up fails, a reload
     ///   is refused).
     public init(hostname: String, configuration: Configuration, engine: RelayEngine, spool: SpoolDirectory,
-                writers: BlockingPool, auth: AuthRuntime, log: MailLog) throws(TLSError) {
+                writers: BlockingPool, auth: AuthRuntime, log: MailLog,
+                queued: @escaping @Sendable (QueueID) -> Void = { _ in }) throws(TLSError) {
         self.hostname = hostname; self.configuration = configuration; self.engine = engine
-        self.spool = spool; self.writers = writers; self.log = log; self.auth = auth
+        self.spool = spool; self.writers = writers; self.log = log; self.auth = auth; self.queued = queued
         var authenticators: [String: any Authenticator] = [:]
         for (name, backend) in configuration.auth.backends {
             switch backend {

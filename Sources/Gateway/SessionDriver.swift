@@ -273,6 +273,7 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
             do throws(QueueError) {
                 try spool.store(id: queueID, header: header, data: [received, body])
                 result = .queued(queueID)
+                self.context.queued(queueID)
             } catch {
                 switch error {
                 case .noSpace: result = .noSpace(reason: "\(error)")

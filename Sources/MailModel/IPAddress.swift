@@ -32,6 +32,16 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         self = .v6(hi, lo)
     }
 
+    /// Network-order bytes: 4 for IPv4, 16 for IPv6 (as in DNS A and AAAA records).
+    public init?(bytes b: [UInt8]) {
+        switch b.count {
+        case 4: self = .v4(b.reduce(0) { $0 << 8 | UInt32($1) })
+        case 16:
+            self = .v6(b[0..<8].reduce(0) { $0 << 8 | UInt64($1) }, b[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
+        default: return nil
+        }
+    }
+
     /// IPv4-mapped IPv6 as IPv4; everything else unchanged.
     public var unmapped: IPAddress {
         if case .v6(let hi, let lo) = self, hi == 0, lo >> 32 == 0xffff {

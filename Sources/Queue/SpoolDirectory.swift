@@ -31,7 +31,7 @@ public final class SpoolDirectory: Sendable {
     let queueFD: Int32
     let tmpFD: Int32
 
-    public static let subdirectories = ["tmp", "queue", "quarantine"]
+    public static let subdirectories = ["tmp", "queue", "quarantine", "state", "hold"]
 
     /// Opens (creating when missing) the spool at `root`.
     public init(root: String) throws(QueueError) {
@@ -118,6 +118,10 @@ public final class SpoolDirectory: Sendable {
             }
         }
         if !report.quarantined.isEmpty { fsync(queueFD) }
+        // A state file whose message is gone (completed or removed mid-way) is a leftover.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "\(root)/state")) ?? [] where place(of: name) == nil {
+            unlink("\(root)/state/\(name)")
+        }
         return report
     }
 
@@ -144,7 +148,8 @@ public final class SpoolDirectory: Sendable {
 
     public func load(_ id: String) throws(LoadError) -> Entry {
         guard QueueID(id) != nil else { throw .notFound }
-        let fd = openat(queueFD, id, O_RDONLY | O_CLOEXEC)
+        var fd = openat(queueFD, id, O_RDONLY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT { fd = open("\(root)/hold/\(id)", O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { throw errno == ENOENT ? .notFound : .unreadable(errno) }
         defer { close(fd) }
         var bytes: [UInt8] = []

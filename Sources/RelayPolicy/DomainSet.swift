@@ -10,6 +10,9 @@ public struct DomainSet: Sendable, Hashable {
 
     public init() {}
 
+    /// The names listed exactly (not `.domain` entries).
+    public var exactNames: Set<String> { exact }
+
     /// Parses an entry; nil when it is not a domain or `.domain`.
     public static func entry(_ text: String) -> (name: String, subdomains: Bool)? {
         let sub = text.hasPrefix(".")

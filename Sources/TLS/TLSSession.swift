@@ -6,7 +6,10 @@ public final class TLSSession: @unchecked Sendable {
     let ssl: OpaquePointer
     let readBIO: OpaquePointer
     let writeBIO: OpaquePointer
-    let context: TLSServerContext
+    /// The server side checks client certificates against its CAs; the client side has none.
+    let context: TLSServerContext?
+    /// Client side: the name the server's certificate must match (when verifying).
+    public let peerName: String?
     public private(set) var handshakeComplete = false
     public private(set) var info: TLSInfo?
 
@@ -24,8 +27,33 @@ public final class TLSSession: @unchecked Sendable {
         guard let s = SSL_new(context.served[0].ctx), let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else { return nil }
         ssl = s; readBIO = r; writeBIO = w
         self.context = context
+        peerName = nil
         SSL_set_bio(ssl, readBIO, writeBIO)   // the SSL now owns both BIOs
         SSL_set_accept_state(ssl)
+    }
+
+    /// The client side: SNI and (when the context verifies) the host name check (RFC 6125).
+    init?(client ctx: OpaquePointer, serverName: String?, verifyName: Bool) {
+        guard let s = SSL_new(ctx), let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else { return nil }
+        ssl = s; readBIO = r; writeBIO = w
+        context = nil
+        peerName = serverName
+        SSL_set_bio(ssl, readBIO, writeBIO)
+        SSL_set_connect_state(ssl)
+        if let name = serverName, !name.hasPrefix("[") {
+            _ = rg_SSL_set_tlsext_host_name(ssl, name)
+            if verifyName { SSL_set1_host(ssl, name) }
+        }
+    }
+
+    /// Client side: starts the handshake (the ClientHello goes into the output).
+    public func connect() -> [Event] { receive([][...]) }
+
+    /// Client side, after the handshake: nil when the server's certificate verified (chain to the
+    /// system store, and the name), else why not.
+    public var verificationError: String? {
+        let r = SSL_get_verify_result(ssl)
+        return r == 0 ? nil : String(cString: X509_verify_cert_error_string(r))
     }
 
     deinit { SSL_free(ssl) }
@@ -111,7 +139,7 @@ public final class TLSSession: @unchecked Sendable {
         var peer: PeerCertificate?
         if let x = SSL_get1_peer_certificate(ssl) {
             let cert = Certificate(owning: x)
-            let (ok, failures) = context.verify(x, chain: SSL_get_peer_cert_chain(ssl))
+            let (ok, failures) = context?.verify(x, chain: SSL_get_peer_cert_chain(ssl)) ?? ([], [])
             peer = PeerCertificate(spkiSHA256: cert.spkiSHA256, subject: cert.subject, subjectAltNames: cert.subjectAltNames,
                                    verifiedBy: ok, verificationFailures: failures)
         }

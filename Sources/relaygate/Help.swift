@@ -20,9 +20,13 @@ enum Help {
             """,
         "queue": """
             usage: relaygate queue list [--json] [--spool DIR | --config FILE]
-                   relaygate queue show ID [--spool DIR | --config FILE]
-            Reads the spool (safe while the server runs): list shows every queued message, oldest
-            first; show prints one message's envelope and data.
+                   relaygate queue show ID [--json] [--spool DIR | --config FILE]
+                   relaygate queue flush [ID... | --domain DOMAIN]
+                   relaygate queue remove|bounce|hold|release ID...
+            Safe while the server runs. list: every message, oldest first, with each recipient's state
+            (held messages marked !); show: one message's envelope, state and data; flush: try now;
+            remove: delete without a bounce; bounce: return the pending recipients to the sender;
+            hold: keep out of delivery until release.
             """,
         "explain": """
             usage: relaygate explain [--config FILE] --client ADDR [--listener NAME] [--helo NAME] [--tls]
@@ -32,6 +36,11 @@ enum Help {
             (file:line and text) and why every rule before it did not match. --json: one JSON object.
             --cert reads a client certificate as the server would: its pin, subject, names, and the
             configured CAs it verifies against.
+            """,
+        "route": """
+            usage: relaygate route [--config FILE] ADDRESS... [--json]
+            Where mail for each address would go: rewriting, the route or the MX records with their
+            addresses, what the backup-MX rule dropped and why, and the hosts in the order they are tried.
             """,
         "test": """
             usage: relaygate test [--config FILE] CASES...
@@ -51,7 +60,8 @@ enum Help {
         commands:
           serve     run the gateway in the foreground
           check     validate a configuration file
-          queue     list and show queued messages
+          queue     list, show, flush, remove, bounce, hold and release queued messages
+          route     show where mail for an address would be delivered
           explain   say why a client, identity and address would be relayed or refused
           test      run policy test cases
           help      show help for a command

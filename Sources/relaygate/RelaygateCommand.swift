@@ -14,6 +14,7 @@ enum RelaygateCommand {
         case "serve": Serve.run(args)
         case "check": Check.run(args)
         case "queue": QueueCommand.run(args)
+        case "route": RouteCommand.run(args)
         case "explain": Explain.run(args)
         case "test": PolicyTest.run(args)
         case "help", "--help", "-h": Help.run(args)

@@ -1,6 +1,8 @@
 import Config
 import Foundation
 import PolicyLanguage
+import Delivery
+import DNS
 import Gateway
 import Glibc
 import MailModel
@@ -57,10 +59,13 @@ enum Serve {
         guard let engine = config.relayEngine(hostname: hostname, localAddresses: interfaces) else {
             RelaygateCommand.fail("no relay rules")
         }
+        let runner = config.delivery.enabled ? makeRunner(config, hostname: hostname, spool: spool, interfaces: interfaces, log: log)
+            : nil
+        let queued: @Sendable (QueueID) -> Void = { id in runner?.enqueued(id.text) }
         let context: ServerContext
         do {
             context = try ServerContext(hostname: hostname, configuration: config, engine: engine,
-                                        spool: spool, writers: writers, auth: auth, log: log)
+                                        spool: spool, writers: writers, auth: auth, log: log, queued: queued)
         } catch {
             RelaygateCommand.fail("TLS: \(error)")
         }
@@ -70,7 +75,9 @@ enum Serve {
         } catch {
             RelaygateCommand.fail("\(error)")
         }
-        log.event("started", [("version", RelaygateCommand.version), ("hostname", hostname), ("pid", "\(getpid())")])
+        runner?.start()
+        log.event("started", [("version", RelaygateCommand.version), ("hostname", hostname), ("pid", "\(getpid())"),
+                              ("delivery", runner == nil ? "off" : "on")])
 
         while true {
             var sig: Int32 = 0
@@ -78,12 +85,46 @@ enum Serve {
             switch sig {
             case SIGHUP:
                 reload(o, running: config, server: server, spool: spool, writers: writers, auth: auth, log: log,
-                       interfaces: interfaces)
+                       interfaces: interfaces, queued: queued)
             default:
                 server.shutdown(grace: config.limits.shutdownTimeout)
+                runner?.stop(waitingUpTo: config.limits.shutdownTimeout)
                 exit(0)
             }
         }
+    }
+
+    /// The queue runner and its parts, from the configuration's delivery settings.
+    static func makeRunner(_ config: Configuration, hostname: String, spool: SpoolDirectory, interfaces: Set<IPAddress>,
+                           log: MailLog) -> QueueRunner {
+        let d = config.delivery
+        let resolver: UnboundResolver
+        do {
+            resolver = try UnboundResolver(settings: d.dns)
+        } catch {
+            RelaygateCommand.fail("DNS: \(error)")
+        }
+        let names = Set([hostname.lowercased()] + d.mxNames + (config.relay?.localNames.exactNames ?? []))
+        let planner = RoutePlanner(localNames: names, localAddresses: interfaces, port: d.port)
+        var cs = Courier.Settings(heloName: d.helo ?? hostname)
+        cs.connectTimeout = d.connectTimeout
+        cs.replyTimeout = d.replyTimeout
+        cs.dataTimeout = d.dataTimeout
+        cs.backoff = d.backoff
+        cs.perDestination = d.perDestination
+        let courier: Courier
+        do {
+            courier = try Courier(settings: cs)
+        } catch {
+            RelaygateCommand.fail("TLS: \(error)")
+        }
+        var rs = QueueRunner.Settings(hostname: hostname)
+        rs.retry = d.retry
+        rs.concurrency = d.threads
+        rs.recipientsPerTransaction = d.recipientsPerTransaction
+        rs.scanInterval = d.scanInterval
+        rs.routes = d.routes
+        return QueueRunner(settings: rs, spool: spool, resolver: resolver, planner: planner, courier: courier, log: log)
     }
 
     /// The configuration file (or the embedded default) with the command line's overrides applied.
@@ -103,7 +144,8 @@ enum Serve {
     /// theirs); an invalid one is refused with its errors logged, and the old one stays. Listeners and
     /// the spool stay as started: changing them needs a restart, and the log says so.
     static func reload(_ o: Options, running: Configuration, server: GatewayServer, spool: SpoolDirectory,
-                       writers: BlockingPool, auth: AuthRuntime, log: MailLog, interfaces: Set<IPAddress>) {
+                       writers: BlockingPool, auth: AuthRuntime, log: MailLog, interfaces: Set<IPAddress>,
+                       queued: @escaping @Sendable (QueueID) -> Void) {
         var (config, diagnostics) = configuration(o)
         let errors = diagnostics.filter { $0.severity == .error }
         guard errors.isEmpty else {
@@ -124,7 +166,8 @@ enum Serve {
         guard let engine = config.relayEngine(hostname: hostname, localAddresses: interfaces) else { return }
         do {
             server.replaceContext(try ServerContext(hostname: hostname, configuration: config, engine: engine,
-                                                    spool: spool, writers: writers, auth: auth, log: log))
+                                                    spool: spool, writers: writers, auth: auth, log: log,
+                                                    queued: queued))
         } catch {
             log.error("config", [("message", "TLS: \(error)")])
             log.warning("reload", [("status", "refused"), ("errors", "1"), ("kept", "previous configuration")])

@@ -102,8 +102,10 @@ def parse_log_line(line, fmt="text"):
 
 # MARK: Configuration
 
-def config_text(spool, listeners=("127.0.0.1:0",), limits=None, smtp=None, hostname="relay.test", writers=None):
-    """A configuration file for tests: short timeouts unless told otherwise."""
+def config_text(spool, listeners=("127.0.0.1:0",), limits=None, smtp=None, hostname="relay.test", writers=None,
+                delivery=False):
+    """A configuration file for tests: short timeouts unless told otherwise, and no delivery (what is
+    accepted stays queued; no test sends anything anywhere unless it asks)."""
     base_limits = {
         "command-timeout": "10s",
         "data-timeout": "10s",
@@ -122,6 +124,8 @@ def config_text(spool, listeners=("127.0.0.1:0",), limits=None, smtp=None, hostn
         lines.append("}")
     if writers is not None:
         lines += ["queue {", f"    writers {writers}", "}"]
+    if not delivery:
+        lines += ["outbound {", "    delivery no", "}"]
     return "\n".join(lines) + "\n"
 
 

@@ -54,6 +54,7 @@ class AuthServer:
         with open(self.config, "w") as f:
             f.write(f"""hostname relay.test
 spool {self.spool}
+outbound {{ delivery no }}
 limits {{ command-timeout 10s; data-timeout 10s; shutdown-timeout 2s }}
 tls {{ certificate "{self.certs}/server.pem" "{self.certs}/server.key" }}
 {backends_text}

@@ -105,7 +105,9 @@ def copy_policy(test, name, replacements):
     spool = os.path.join(d, "spool")
     with open(os.path.join(POLICIES, name + ".conf")) as f:
         original = f.read()
-    text, n = re.subn(r"(?m)^spool .*$", f"spool {spool}", original)
+    # The tests check what is accepted and queued; nothing is delivered anywhere.
+    hold = "" if "delivery no" in original else "; outbound { delivery no }"
+    text, n = re.subn(r"(?m)^spool .*$", f"spool {spool}{hold}", original)
     test.assertEqual(n, 1, f"{name}.conf has no single spool line")
     # Paths relative to policies/ (the development certificates, deploy/pam.d) stay where they point.
     text = text.replace('"../', f'"{REPO}/')
@@ -420,6 +422,7 @@ class ReloadTests(unittest.TestCase):
     TEMPLATE = """\
 hostname relay.test
 spool {spool}
+outbound {{ delivery no }}
 listener default {{ address 127.0.0.1:0 }}
 limits {{
     command-timeout 10s
@@ -530,6 +533,7 @@ rules {{
 POLICY = """\
 hostname relay.test
 spool {spool}
+outbound {{ delivery no }}
 listener default {{ address 127.0.0.1:0 }}
 limits {{
     command-timeout 10s

@@ -120,7 +120,13 @@ class QueueToolTests(unittest.TestCase):
         shown = json.loads(r.stdout)
         (listed,) = s.queue_list()
         self.assertEqual(shown, listed)
-        self.assertEqual(shown, s.queue_files()[qid][0])
+        # The stored envelope, plus the delivery state: held, attempts, and each recipient's state.
+        stored = s.queue_files()[qid][0]
+        self.assertEqual((shown["held"], shown["attempts"]), (False, 0))
+        self.assertEqual([r.pop("state") for r in shown["recipients"]], ["pending"])
+        for key in ("held", "attempts"):
+            shown.pop(key)
+        self.assertEqual(shown, stored)
 
     def test_queue_show_unknown_id_fails(self):
         s = Server(self)

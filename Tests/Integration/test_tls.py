@@ -104,7 +104,7 @@ def tls_context(cafile, cert=None, key=None):
 # MARK: Configuration and server
 
 def tls_config_text(spool, ca_file, listeners, rules, certificates=(), head=()):
-    lines = ["hostname relay.test", f"spool {spool}"]
+    lines = ["hostname relay.test", f"spool {spool}", "outbound { delivery no }"]
     if certificates:
         lines.append("tls {")
         lines += [f'    certificate "{chain}" "{key}"' for chain, key in certificates]
