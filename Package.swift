@@ -49,6 +49,8 @@ let package = Package(
                     resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "RelayPolicyTests", dependencies: ["RelayPolicy", "Config", "PolicyCheck", "PolicyLanguage", "MailModel"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "DNS", "Queue", "SMTPProtocol", "MailModel"],
+                    swiftSettings: strict),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "SMTPProtocol", "MailModel"], swiftSettings: strict),
         .testTarget(name: "QueueTests", dependencies: ["Queue", "MailModel"], swiftSettings: strict),
     ]
