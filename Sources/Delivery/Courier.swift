@@ -1,3 +1,4 @@
+import DNS
 import Foundation
 import MailModel
 import SMTPProtocol
@@ -42,13 +43,18 @@ public final class Courier: @unchecked Sendable {
     public let settings: Settings
     let opportunistic: TLSClientContext
     let verifying: TLSClientContext
+    let daneContext: TLSClientContext
+    /// For TLSA lookups (DANE); nil: no DANE.
+    let resolver: (any Resolver)?
     let deadUntil = Mutex<[SocketAddress: UInt64]>([:])
     let slots: SlotLimiter
 
-    public init(settings: Settings) throws(TLSError) {
+    public init(settings: Settings, resolver: (any Resolver)? = nil) throws(TLSError) {
         self.settings = settings
+        self.resolver = resolver
         opportunistic = try TLSClientContext(verify: false)
         verifying = try TLSClientContext(verify: true)
+        daneContext = try TLSClientContext.dane()
         slots = SlotLimiter(limit: settings.perDestination)
     }
 
@@ -56,6 +62,8 @@ public final class Courier: @unchecked Sendable {
         case none, may, encrypt
         /// Encrypt, and the certificate must chain to the system store and match the host name.
         case verify
+        /// Set per host, never configured: DNSSEC-secure TLSA records authenticate the server (RFC 7672).
+        case dane
     }
 
     /// Delivers `message` (its data in `body`) to `hosts`.
@@ -72,9 +80,24 @@ public final class Courier: @unchecked Sendable {
                     continue
                 }
                 var level = tls
+                // RFC 7672 2.2: a host whose address is DNSSEC-secure is asked for TLSA records; usable
+                // ones make TLS and their authentication mandatory, whatever the level says.
+                var tlsa: [TLSARecord] = []
+                if host.secure && tls != .none, let resolver {
+                    switch resolver.tlsa("_\(host.port)._tcp.\(host.name)") {
+                    case .records(let rs, let secure) where secure:
+                        tlsa = rs.filter { $0.usage == 2 || $0.usage == 3 }
+                    case .failure(let why):
+                        tried.append(HostAttempt(host: host.name, address: peer.description, error: "TLSA lookup failed: \(why)"))
+                        lastError = "\(host.name): TLSA lookup failed (\(why)); not delivering without DANE"
+                        continue
+                    default: break
+                    }
+                }
+                if !tlsa.isEmpty { level = .dane }
                 for _ in 0..<2 {   // a second round only for a plaintext retry after a failed handshake
                     let (outcome, info) = attempt(message, body: body, host: host.name, peer: peer, tls: level,
-                                                  credentials: credentials)
+                                                  credentials: credentials, tlsa: tlsa)
                     switch outcome {
                     case .results(let results):
                         let relay = HostAttempt(host: host.name, address: peer.description, tls: info)
@@ -97,7 +120,8 @@ public final class Courier: @unchecked Sendable {
 
     /// One connection to one address: the whole SMTP dialogue.
     func attempt(_ message: ClientSession.Message, body: ArraySlice<UInt8>, host: String, peer: SocketAddress,
-                 tls: TLSLevel, credentials: (user: String, password: String)?) -> (ClientSession.Outcome, String?) {
+                 tls: TLSLevel, credentials: (user: String, password: String)?,
+                 tlsa: [TLSARecord] = []) -> (ClientSession.Outcome, String?) {
         guard slots.acquire(peer, wait: settings.replyTimeout) else {
             return (.hostFailed("too many connections to this destination", plaintextRetry: false), nil)
         }
@@ -156,9 +180,13 @@ public final class Courier: @unchecked Sendable {
 
         /// The client handshake over the same socket.
         func handshake() throws(SocketError) -> String? {
-            guard let t = (tls == .verify ? verifying : opportunistic).makeSession(serverName: host) else {
-                return "cannot create a TLS session"
+            let made: TLSSession?
+            switch tls {
+            case .dane: made = daneContext.makeDANESession(serverName: host, records: tlsa.map { ($0.usage, $0.selector, $0.matchingType, $0.data) })
+            case .verify: made = verifying.makeSession(serverName: host)
+            default: made = opportunistic.makeSession(serverName: host)
             }
+            guard let t = made else { return "cannot create a TLS session (no usable TLSA record?)" }
             for e in t.connect() { if case .failed(let why) = e { return why } }
             try conn.write(t.takeOutput(), timeout: settings.replyTimeout)
             for _ in 0..<1000 {
@@ -179,6 +207,10 @@ public final class Courier: @unchecked Sendable {
                 if !out.isEmpty { try conn.write(out, timeout: settings.replyTimeout) }
                 if done {
                     if tls == .verify, let bad = t.verificationError { return "certificate not verified: \(bad)" }
+                    if tls == .dane {
+                        guard t.daneAuthenticated else { return "DANE: no TLSA record matches (\(t.verificationError ?? "unknown"))" }
+                        tlsInfo = (tlsInfo ?? "") + " dane"
+                    }
                     tlsSession = t
                     return nil
                 }

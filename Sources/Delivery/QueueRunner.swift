@@ -31,8 +31,8 @@ public final class QueueRunner: @unchecked Sendable {
 
     public let settings: Settings
     let spool: SpoolDirectory
-    let resolver: any Resolver
-    let planner: RoutePlanner
+    public let resolver: any Resolver
+    public let planner: RoutePlanner
     let courier: Courier
     let log: any DeliveryLogger
     let pool: BlockingPool
@@ -53,6 +53,12 @@ public final class QueueRunner: @unchecked Sendable {
         self.courier = courier
         self.log = log
         pool = BlockingPool(threads: max(1, settings.concurrency), name: "relaygate-delivery")
+    }
+
+    /// True when mail for `domain` would come back here (this host is its best MX). Blocks on DNS.
+    public func wouldLoop(_ domain: String) -> Bool {
+        if case .bounce(let status, _) = planner.plan(domain, resolver: resolver).0 { return status == EnhancedStatus(5, 4, 6) }
+        return false
     }
 
     public func start() {

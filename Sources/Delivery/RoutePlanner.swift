@@ -8,8 +8,10 @@ public struct MXHost: Sendable, Hashable {
     public var preference: Int
     public var addresses: [IPAddress]
     public var port: Int
-    public init(name: String, preference: Int, addresses: [IPAddress], port: Int = 25) {
-        self.name = name; self.preference = preference; self.addresses = addresses; self.port = port
+    /// The MX answer and the address answers were DNSSEC-secure: DANE applies (RFC 7672 2.2).
+    public var secure: Bool
+    public init(name: String, preference: Int, addresses: [IPAddress], port: Int = 25, secure: Bool = false) {
+        self.name = name; self.preference = preference; self.addresses = addresses; self.port = port; self.secure = secure
     }
 }
 
@@ -64,15 +66,18 @@ public struct RoutePlanner: Sendable {
         var trace = RouteTrace()
         let d = domain.lowercased()
         var records: [MXRecord]
+        var mxSecure = false
         switch resolver.mx(d) {
         case .nxdomain:
             return (.bounce(EnhancedStatus(5, 1, 2), "domain \(d) does not exist (NXDOMAIN)"), trace)
         case .failure(let why):
             return (.deferred(EnhancedStatus(4, 4, 3), "MX lookup for \(d) failed: \(why)"), trace)
-        case .noRecords:
+        case .noRecords(let secure):
+            mxSecure = secure
             trace.implicit = true
             records = [MXRecord(preference: 0, exchange: d)]
-        case .records(let rs, _):
+        case .records(let rs, let secure):
+            mxSecure = secure
             records = rs
             trace.mx = rs
             if rs.contains(where: { $0.exchange.isEmpty || $0.exchange == "." }) {
@@ -89,8 +94,9 @@ public struct RoutePlanner: Sendable {
         for r in records {
             let result = resolver.addresses(r.exchange)
             var addrs: [IPAddress] = []
+            var addrSecure = false
             switch result {
-            case .records(let a, _): addrs = a
+            case .records(let a, let s): addrs = a; addrSecure = s
             case .noRecords: trace.dropped.append((r, "no A or AAAA records")); continue
             case .nxdomain: trace.dropped.append((r, "host does not exist")); continue
             case .failure(let why): failures.append(why); trace.dropped.append((r, "address lookup failed: \(why)")); continue
@@ -99,7 +105,8 @@ public struct RoutePlanner: Sendable {
             if isSelf {
                 ownPreference = min(ownPreference ?? r.preference, r.preference)
             }
-            hosts.append(MXHost(name: r.exchange, preference: r.preference, addresses: addrs, port: port))
+            hosts.append(MXHost(name: r.exchange, preference: r.preference, addresses: addrs, port: port,
+                                secure: mxSecure && addrSecure))
         }
         if let own = ownPreference {
             for h in hosts where h.preference >= own {

@@ -24,12 +24,17 @@ public final class ServerContext: Sendable {
     let auth: AuthRuntime
     /// Told about every message once it is on stable storage (the queue runner tries it at once).
     let queued: @Sendable (QueueID) -> Void
+    /// True when mail for a domain would come back here (this host is its best MX). Blocking (DNS):
+    /// called on the lookup pool. nil: no check (delivery off).
+    let loopCheck: (@Sendable (String) -> Bool)?
 
     /// - Throws: `TLSError` when a certificate, key or CA file cannot be used (start-up fails, a reload
     ///   is refused).
     public init(hostname: String, configuration: Configuration, engine: RelayEngine, spool: SpoolDirectory,
                 writers: BlockingPool, auth: AuthRuntime, log: MailLog,
-                queued: @escaping @Sendable (QueueID) -> Void = { _ in }) throws(TLSError) {
+                queued: @escaping @Sendable (QueueID) -> Void = { _ in },
+                loopCheck: (@Sendable (String) -> Bool)? = nil) throws(TLSError) {
+        self.loopCheck = loopCheck
         self.hostname = hostname; self.configuration = configuration; self.engine = engine
         self.spool = spool; self.writers = writers; self.log = log; self.auth = auth; self.queued = queued
         var authenticators: [String: any Authenticator] = [:]

@@ -209,9 +209,13 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
             case .log(let event):
                 logEvent(event)
             case .decideRecipient(let request):
-                let verdict = decide(request)
+                let (verdict, domain) = decide(request)
                 if !replies.isEmpty { send(replies); replies = [] }
-                perform(session.recipientDecided(verdict))
+                if let domain, let check = context.loopCheck {
+                    checkLoop(domain, check, then: verdict)
+                } else {
+                    perform(session.recipientDecided(verdict))
+                }
             case .enqueue(let submission):
                 if !replies.isEmpty { send(replies); replies = [] }
                 enqueue(submission)
@@ -239,15 +243,39 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
         armTimer()
     }
 
-    /// Asks the relay engine; the verdict and the log line both carry the rule that decided.
-    func decide(_ r: RecipientRequest) -> RecipientVerdict {
+    /// A recipient relayed for its domain alone (the backup-MX case) whose best MX is this host would
+    /// loop: refused now with 5.4.6 rather than accepted and bounced later. The DNS lookup runs on the
+    /// lookup pool; the session waits (its input held) until the answer is back on the loop.
+    func checkLoop(_ domain: String, _ check: @escaping @Sendable (String) -> Bool, then verdict: RecipientVerdict) {
+        let loop = connection.loop
+        context.auth.pool.submit { [self] in
+            let loops = check(domain)
+            loop.execute { [self] in
+                guard !self.ended else { return }
+                let rule: String
+                if case .accept(let r) = verdict { rule = r } else { rule = "" }
+                self.perform(self.session.recipientDecided(
+                    loops ? .refuse(.mailLoops, rule: "builtin:mail-loop", reason: "\(domain): this host is its best MX (rule \(rule) matched)")
+                          : verdict))
+            }
+        }
+    }
+
+    /// Asks the relay engine; the verdict and the log line both carry the rule that decided. The
+    /// domain comes back when the recipient was relayed for its domain alone (a loop check is due).
+    func decide(_ r: RecipientRequest) -> (RecipientVerdict, String?) {
         let cert = tlsInfo?.peer?.facts
         let facts = SessionFacts(listener: listenerName, client: connection.peer.ip, heloName: r.heloName,
                                  tls: tlsInfo != nil, certificate: cert, authenticatedUser: session.authenticatedUser)
         let d = context.engine.decide(RelayQuery(session: facts, sender: r.sender, recipient: r.recipient.path))
         switch d.verdict {
-        case .relay: return .accept(rule: d.ruleName)
-        case .refuse(let reply), .defer_(let reply): return .refuse(reply, rule: d.ruleName, reason: d.reason)
+        case .relay:
+            var domain: String?
+            if case .rule(let rule) = d.source, !rule.trustsClient, case .name(let n)? = r.recipient.path.mailbox?.domain {
+                domain = n.canonical
+            }
+            return (.accept(rule: d.ruleName), domain)
+        case .refuse(let reply), .defer_(let reply): return (.refuse(reply, rule: d.ruleName, reason: d.reason), nil)
         }
     }
 

@@ -69,6 +69,7 @@ extension Reply {
         Reply(553, EnhancedStatus(5, 6, 7), "Non-ASCII address requires the SMTPUTF8 parameter")
     public static let tooManyRecipients = Reply(452, EnhancedStatus(4, 5, 3), "Too many recipients")
     public static let relayDenied = Reply(550, EnhancedStatus(5, 7, 1), "Relaying denied")
+    public static let mailLoops = Reply(550, EnhancedStatus(5, 4, 6), "Mail for this domain would loop back to this host")
     public static let noLocalMailboxes = Reply(550, EnhancedStatus(5, 1, 1), "No mailboxes on this host")
 
     // MARK: DATA

@@ -24,6 +24,28 @@ public final class TLSClientContext: @unchecked Sendable {
 
     deinit { SSL_CTX_free(ctx) }
 
+    /// A context for DANE (RFC 7672): the peer is authenticated by the TLSA records alone.
+    public static func dane() throws(TLSError) -> TLSClientContext {
+        let c = try TLSClientContext(verify: false)
+        guard SSL_CTX_dane_enable(c.ctx) > 0 else { throw TLSError("SSL_CTX_dane_enable: \(OpenSSLErrors.drain())") }
+        SSL_CTX_set_verify(c.ctx, rg_SSL_VERIFY_PEER(), nil)
+        return c
+    }
+
+    /// A DANE session: `records` are (usage, selector, matching type, data) of usages 2 and 3 only
+    /// (RFC 7672 3.1: PKIX usages are not for SMTP). nil when no record could be used.
+    public func makeDANESession(serverName: String, records: [(UInt8, UInt8, UInt8, [UInt8])]) -> TLSSession? {
+        guard let t = TLSSession(client: ctx, serverName: serverName, verifyName: false) else { return nil }
+        guard SSL_dane_enable(t.ssl, serverName) > 0 else { return nil }
+        var usable = 0
+        for (usage, selector, mtype, data) in records where usage == 2 || usage == 3 {
+            let rc = data.withUnsafeBufferPointer { SSL_dane_tlsa_add(t.ssl, usage, selector, mtype, $0.baseAddress, $0.count) }
+            if rc > 0 { usable += 1 }
+        }
+        ERR_clear_error()
+        return usable > 0 ? t : nil
+    }
+
     /// A session for one connection to `serverName` (an MX host name; `[addr]` for literals: no SNI).
     public func makeSession(serverName: String?) -> TLSSession? {
         TLSSession(client: ctx, serverName: serverName, verifyName: verify)

@@ -49,6 +49,11 @@ public final class TLSSession: @unchecked Sendable {
     /// Client side: starts the handshake (the ClientHello goes into the output).
     public func connect() -> [Event] { receive([][...]) }
 
+    /// Client side, after a DANE handshake: true when a TLSA record matched the server's chain.
+    public var daneAuthenticated: Bool {
+        SSL_get_verify_result(ssl) == 0 && SSL_get0_dane_authority(ssl, nil, nil) >= 0
+    }
+
     /// Client side, after the handshake: nil when the server's certificate verified (chain to the
     /// system store, and the name), else why not.
     public var verificationError: String? {

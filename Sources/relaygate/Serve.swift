@@ -62,10 +62,15 @@ enum Serve {
         let runner = config.delivery.enabled ? makeRunner(config, hostname: hostname, spool: spool, interfaces: interfaces, log: log)
             : nil
         let queued: @Sendable (QueueID) -> Void = { id in runner?.enqueued(id.text) }
+        var loopCheck: (@Sendable (String) -> Bool)?
+        if let r = runner {
+            loopCheck = { domain in r.wouldLoop(domain) }
+        }
         let context: ServerContext
         do {
             context = try ServerContext(hostname: hostname, configuration: config, engine: engine,
-                                        spool: spool, writers: writers, auth: auth, log: log, queued: queued)
+                                        spool: spool, writers: writers, auth: auth, log: log, queued: queued,
+                                        loopCheck: loopCheck)
         } catch {
             RelaygateCommand.fail("TLS: \(error)")
         }
@@ -85,7 +90,7 @@ enum Serve {
             switch sig {
             case SIGHUP:
                 reload(o, running: config, server: server, spool: spool, writers: writers, auth: auth, log: log,
-                       interfaces: interfaces, queued: queued)
+                       interfaces: interfaces, queued: queued, loopCheck: loopCheck)
             default:
                 server.shutdown(grace: config.limits.shutdownTimeout)
                 runner?.stop(waitingUpTo: config.limits.shutdownTimeout)
@@ -114,7 +119,7 @@ enum Serve {
         cs.perDestination = d.perDestination
         let courier: Courier
         do {
-            courier = try Courier(settings: cs)
+            courier = try Courier(settings: cs, resolver: resolver)
         } catch {
             RelaygateCommand.fail("TLS: \(error)")
         }
@@ -145,7 +150,7 @@ enum Serve {
     /// the spool stay as started: changing them needs a restart, and the log says so.
     static func reload(_ o: Options, running: Configuration, server: GatewayServer, spool: SpoolDirectory,
                        writers: BlockingPool, auth: AuthRuntime, log: MailLog, interfaces: Set<IPAddress>,
-                       queued: @escaping @Sendable (QueueID) -> Void) {
+                       queued: @escaping @Sendable (QueueID) -> Void, loopCheck: (@Sendable (String) -> Bool)?) {
         var (config, diagnostics) = configuration(o)
         let errors = diagnostics.filter { $0.severity == .error }
         guard errors.isEmpty else {
@@ -167,7 +172,7 @@ enum Serve {
         do {
             server.replaceContext(try ServerContext(hostname: hostname, configuration: config, engine: engine,
                                                     spool: spool, writers: writers, auth: auth, log: log,
-                                                    queued: queued))
+                                                    queued: queued, loopCheck: loopCheck))
         } catch {
             log.error("config", [("message", "TLS: \(error)")])
             log.warning("reload", [("status", "refused"), ("errors", "1"), ("kept", "previous configuration")])
