@@ -24,14 +24,15 @@ public final class UnboundResolver: Resolver, @unchecked Sendable {
         guard let c = ub_ctx_create() else { throw DNSError("ub_ctx_create failed") }
         ctx = c
         self.settings = settings
-        // Options that only take effect from a configuration file (a plain set_option is ignored
-        // for them): a private upstream on loopback, and names under test. resolved upstream, not
-        // answered locally (RFC 6761 zones are refused by default).
+        // From a file, as some options take effect only there: an upstream on loopback allowed, and
+        // names under test. and invalid. resolved upstream rather than refused locally (RFC 6761).
         var conf = "server:\n"
         conf += "    do-not-query-localhost: no\n"
         conf += "    local-zone: \"test.\" nodefault\n"
         conf += "    local-zone: \"invalid.\" nodefault\n"
-        conf += "    jostle-timeout: \(settings.timeoutSeconds * 100)\n"
+        // One retry per query: a domain whose servers never answer fails in about a second instead
+        // of 17, and does not get the forwarder marked down for every other domain.
+        conf += "    outbound-msg-retry: 1\n"
         if let anchors = settings.trustAnchorFile { conf += "    trust-anchor-file: \"\(anchors)\"\n" }
         var template = Array("/tmp/relaygate-unbound-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
