@@ -33,6 +33,7 @@ public final class UnboundResolver: Resolver, @unchecked Sendable {
         // One retry per query: a domain whose servers never answer fails in about a second instead
         // of 17, and does not get the forwarder marked down for every other domain.
         conf += "    outbound-msg-retry: 1\n"
+        conf += "    infra-host-ttl: 1\n"
         if let anchors = settings.trustAnchorFile { conf += "    trust-anchor-file: \"\(anchors)\"\n" }
         var template = Array("/tmp/relaygate-unbound-XXXXXX".utf8CString)
         let fd = mkstemp(&template)

@@ -86,7 +86,9 @@ rules {{
     def wait_queue_empty(self, timeout=WAIT):
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout * 20)):
-            if not os.listdir(os.path.join(self.spool, "queue")) or time.monotonic() > deadline:
+            # The queue file goes first, then its state file.
+            empty = not os.listdir(os.path.join(self.spool, "queue")) and not os.listdir(os.path.join(self.spool, "state"))
+            if empty or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         self.test.assertEqual(os.listdir(os.path.join(self.spool, "queue")), [], self.server.log_text())
