@@ -66,6 +66,9 @@ public final class Courier: @unchecked Sendable {
         case dane
     }
 
+    /// Forgets every backoff: `queue flush` means "try now", dead hosts included.
+    public func clearBackoff() { deadUntil.withLock { $0.removeAll() } }
+
     /// Delivers `message` (its data in `body`) to `hosts`.
     public func deliver(_ message: ClientSession.Message, body: ArraySlice<UInt8>, hosts: [MXHost], tls: TLSLevel,
                         credentials: (user: String, password: String)? = nil) -> Attempt {

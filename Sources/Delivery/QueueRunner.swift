@@ -102,8 +102,10 @@ public final class QueueRunner: @unchecked Sendable {
         condition.lock()
         while !stopping {
             let now = Int(Date().timeIntervalSince1970)
-            if Date().timeIntervalSince1970 - lastScan >= Double(settings.scanInterval.components.seconds) || spool.takeFlushRequest() {
+            let flush = spool.takeFlushRequest()
+            if flush || Date().timeIntervalSince1970 - lastScan >= Double(settings.scanInterval.components.seconds) {
                 condition.unlock()
+                if flush { courier.clearBackoff() }
                 rescan()
                 condition.lock()
                 continue
