@@ -25,6 +25,8 @@ extension ConfigLoader {
         case "data-timeout": if let d = duration(e) { o.dataTimeout = d }
         case "backoff": if let d = duration(e) { o.backoff = d }
         case "scan-interval": if let d = duration(e) { o.scanInterval = d }
+        case "connection-reuse": if let n = integer(e, range: 1...10_000) { o.reuse = n }
+        case "connection-idle": if let d = duration(e) { o.reuseIdle = d }
         default: break
         }
     }

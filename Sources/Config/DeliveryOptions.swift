@@ -14,6 +14,8 @@ public struct DeliveryOptions: Sendable {
     public var dataTimeout: Duration = .seconds(600)
     public var backoff: Duration = .seconds(60)
     public var scanInterval: Duration = .seconds(60)
+    public var reuse = 20
+    public var reuseIdle: Duration = .seconds(5)
     public var routes = RoutingTable()
     public var dns = UnboundResolver.Settings()
     /// The port MX hosts are reached on (25; tests use others).

@@ -42,6 +42,7 @@ public final class QueueRunner: @unchecked Sendable {
     var inFlight = Set<String>()
     var stopping = false
     var lastScan = 0.0
+    var lastIdleCheck = 0.0
     var thread: Thread?
 
     public init(settings: Settings, spool: SpoolDirectory, resolver: any Resolver, planner: RoutePlanner, courier: Courier,
@@ -79,6 +80,7 @@ public final class QueueRunner: @unchecked Sendable {
         condition.lock()
         while !inFlight.isEmpty && Date() < deadline { _ = condition.wait(until: deadline) }
         condition.unlock()
+        courier.closeIdle(all: true)
         pool.stop()
     }
 
@@ -102,6 +104,12 @@ public final class QueueRunner: @unchecked Sendable {
         condition.lock()
         while !stopping {
             let now = Int(Date().timeIntervalSince1970)
+            if Date().timeIntervalSince1970 - lastIdleCheck >= 1 {
+                lastIdleCheck = Date().timeIntervalSince1970
+                condition.unlock()
+                courier.closeIdle()
+                condition.lock()
+            }
             let flush = spool.takeFlushRequest()
             if flush || Date().timeIntervalSince1970 - lastScan >= Double(settings.scanInterval.components.seconds) {
                 condition.unlock()

@@ -8,8 +8,12 @@ public struct ClientSession: Sendable {
         public var tls: TLSRequirement
         /// Credentials for a smart host's AUTH PLAIN (over TLS only).
         public var credentials: (user: String, password: String)?
-        public init(heloName: String, tls: TLSRequirement = .may, credentials: (user: String, password: String)? = nil) {
-            self.heloName = heloName; self.tls = tls; self.credentials = credentials
+        /// After a transaction, stay connected (`.finished` without QUIT) so that `begin(_:)` can send
+        /// the next message on the same connection.
+        public var keepAlive: Bool
+        public init(heloName: String, tls: TLSRequirement = .may, credentials: (user: String, password: String)? = nil,
+                    keepAlive: Bool = false) {
+            self.heloName = heloName; self.tls = tls; self.credentials = credentials; self.keepAlive = keepAlive
         }
     }
 
@@ -73,10 +77,14 @@ public struct ClientSession: Sendable {
 
     enum State: Sendable, Equatable {
         case greeting, ehlo, helo, startTLS, handshake, auth, envelope, data, body, quit, done
+        /// keepAlive: between transactions, ready for `begin(_:)`.
+        case ready
+        /// keepAlive: RSET before the next transaction (the last one ended before DATA).
+        case rset
     }
 
     public let settings: Settings
-    public let message: Message
+    public private(set) var message: Message
     var state = State.greeting
     var extensions: [String: String] = [:]
     var tlsActive = false
@@ -95,6 +103,33 @@ public struct ClientSession: Sendable {
 
     public var isTLS: Bool { tlsActive }
     public var isDone: Bool { state == .done }
+    /// keepAlive: the connection may carry another transaction.
+    public var isReady: Bool { state == .ready }
+    /// The MAIL of the last transaction was accepted and its DATA never completed: RSET first.
+    var transactionOpen = false
+
+    /// keepAlive: the next message on this connection.
+    public mutating func begin(_ next: Message) -> [Action] {
+        guard state == .ready else { return [] }
+        message = next
+        results = Array(repeating: nil, count: next.recipients.count)
+        expected = []
+        mailAccepted = false
+        accepted = []
+        outcome = nil
+        pendingLines = []
+        if transactionOpen {
+            state = .rset
+            return [.send(line("RSET"))]
+        }
+        return sendEnvelope()
+    }
+
+    /// keepAlive: close a connection that is ready; nothing more is expected.
+    public mutating func quitNow() -> [Action] {
+        state = .done
+        return [.send(line("QUIT"))]
+    }
     public var serverExtensions: [String: String] { extensions }
 
     // MARK: Events
@@ -132,16 +167,21 @@ public struct ClientSession: Sendable {
         case .data:
             guard r.code == 354 else {
                 for i in accepted { results[i] = Self.result(r, prefix: "DATA") }
-                return quit()
+                return endTransaction()
             }
             state = .body
             return [.sendMessage]
         case .body:
             for i in accepted { results[i] = Self.result(r, prefix: "after end of data") }
-            return quit()
+            transactionOpen = false
+            return endTransaction()
         case .quit:
             return finish()
-        case .done:
+        case .rset:
+            guard r.klass == 2 else { return fail("RSET: \(r)") }
+            transactionOpen = false
+            return sendEnvelope()
+        case .done, .ready:
             return []
         }
     }
@@ -246,6 +286,7 @@ public struct ClientSession: Sendable {
             }
         } else {
             mailAccepted = r.klass == 2
+            transactionOpen = mailAccepted
             if !mailAccepted {
                 if r.klass == 4 {
                     // A temporary refusal of the sender at this host: the next host may take it.
@@ -261,9 +302,17 @@ public struct ClientSession: Sendable {
         }
         pendingLines.removeAll()
         guard expected.isEmpty else { return [] }
-        if !mailAccepted || accepted.isEmpty { return quit() }
+        if !mailAccepted || accepted.isEmpty { return endTransaction() }
         state = .data
         return [.send(line("DATA"))]
+    }
+
+    /// The transaction is over: with keepAlive the connection stays for the next one.
+    mutating func endTransaction() -> [Action] {
+        guard settings.keepAlive else { return quit() }
+        state = .ready
+        for i in results.indices where results[i] == nil { results[i] = .temporary("no reply for this recipient") }
+        return [.finished(record(.results(results.map { $0! })))]
     }
 
     mutating func quit() -> [Action] {
@@ -295,7 +344,7 @@ public struct ClientSession: Sendable {
 
     mutating func permanentForAll(_ why: String, _ status: EnhancedStatus) -> [Action] {
         for i in results.indices { results[i] = .permanent(why, status) }
-        return quit()
+        return endTransaction()
     }
 
     mutating func record(_ o: Outcome) -> Outcome {

@@ -117,6 +117,8 @@ enum Serve {
         cs.dataTimeout = d.dataTimeout
         cs.backoff = d.backoff
         cs.perDestination = d.perDestination
+        cs.reuse = d.reuse
+        cs.reuseIdle = d.reuseIdle
         let courier: Courier
         do {
             courier = try Courier(settings: cs, resolver: resolver)

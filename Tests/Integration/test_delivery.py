@@ -171,7 +171,8 @@ class DeliveryTests(unittest.TestCase):
     def test_temporary_failure_is_retried_then_delivered(self):
         dns = self.dns(("dest.test", "MX", 10, "mx.dest.test"), ("mx.dest.test", "A", "127.0.0.15"))
         s = self.sink("127.0.0.15", rcpt_reply="451 4.7.1 greylisted, come back later")
-        r = Relay(self, dns, self.port)
+        # A sink's connection keeps the behaviour it started with: a new connection for each attempt.
+        r = Relay(self, dns, self.port, queue="retry-first 1s\n    scan-interval 1s\n    connection-reuse 1")
         r.send("a@origin.test", ["x@dest.test"])
         r.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
         listed = json_list(r.spool)
@@ -183,6 +184,25 @@ class DeliveryTests(unittest.TestCase):
         results = [e["result"] for e in r.logs("delivery")]
         self.assertEqual(results[-1], "delivered")
         self.assertIn("deferred", results)
+
+    def test_connections_are_reused_for_the_next_messages_within_bounds(self):
+        dns = self.dns(("dest.test", "MX", 10, "mx.dest.test"), ("mx.dest.test", "A", "127.0.0.17"))
+        s = self.sink("127.0.0.17", rcpt_replies={"no@dest.test": "550 5.1.1 no such user"})
+        r = Relay(self, dns, self.port, queue="connection-reuse 3\n    connection-idle 2s\n    delivery-threads 1")
+        r.send("a@origin.test", ["one@dest.test"])
+        s.wait_for(1)
+        r.send("a@origin.test", ["no@dest.test"])        # refused at RCPT: the next transaction needs RSET
+        r.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "bounced", "the refusal")
+        r.send("a@origin.test", ["three@dest.test"])
+        s.wait_for(2)
+        r.send("a@origin.test", ["four@dest.test"])       # the fourth: a connection carries three
+        s.wait_for(3)
+        self.assertEqual(s.connections[0].verbs, ["EHLO", "MAIL", "RCPT", "DATA", ".", "MAIL", "RCPT", "RSET", "MAIL", "RCPT",
+                                                  "DATA", ".", "QUIT"])
+        self.assertEqual(len(s.connections), 2)
+        time.sleep(3)                                      # idle past connection-idle: closed with QUIT
+        self.assertEqual(s.connections[1].verbs[-1], "QUIT")
+        self.assertIsNotNone(s.connections[1].ended)
 
     def test_connection_dropped_in_data_is_retried(self):
         dns = self.dns(("dest.test", "MX", 10, "mx.dest.test"), ("mx.dest.test", "A", "127.0.0.16"))
@@ -355,7 +375,8 @@ class RealSinkAndQueueToolTests(unittest.TestCase):
 
     def test_hold_release_bounce_remove_flush_while_running(self):
         sink = SinkServer(self, host="127.0.0.35", port=self.port, behaviour=Behaviour(rcpt_reply="451 4.3.0 later"))
-        r = Relay(self, self.dns, self.port, queue="retry-first 1h\n    scan-interval 1s\n    connect-timeout 2s")
+        r = Relay(self, self.dns, self.port,
+                  queue="retry-first 1h\n    scan-interval 1s\n    connect-timeout 2s\n    connection-reuse 1")
         r.send("", ["a@dest.test"])
         r.send("", ["b@dest.test"])
         r.wait_log(lambda e: len([x for x in r.logs("delivery") if x["result"] == "deferred"]) >= 2 or None, "two deferrals")
