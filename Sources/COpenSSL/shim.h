@@ -49,5 +49,7 @@ static inline int rg_general_name_type(GENERAL_NAME *n) { return n->type; }
 static inline ASN1_STRING *rg_general_name_string(GENERAL_NAME *n) { return n->d.ia5; }
 static inline ASN1_OCTET_STRING *rg_general_name_ip(GENERAL_NAME *n) { return n->d.iPAddress; }
 static inline void rg_OPENSSL_free(void *p) { OPENSSL_free(p); }
+/* RFC 7672 3.1.1: a DANE-EE(3) match authenticates the server whatever names it carries. */
+static inline unsigned long rg_SSL_dane_no_ee_namechecks(SSL *s) { return SSL_dane_set_flags(s, DANE_FLAG_NO_DANE_EE_NAMECHECKS); }
 static inline long rg_SSL_set_tlsext_host_name(SSL *s, const char *name) { return SSL_set_tlsext_host_name(s, name); }
 #endif

@@ -37,6 +37,7 @@ public final class TLSClientContext: @unchecked Sendable {
     public func makeDANESession(serverName: String, records: [(UInt8, UInt8, UInt8, [UInt8])]) -> TLSSession? {
         guard let t = TLSSession(client: ctx, serverName: serverName, verifyName: false) else { return nil }
         guard SSL_dane_enable(t.ssl, serverName) > 0 else { return nil }
+        _ = rg_SSL_dane_no_ee_namechecks(t.ssl)
         var usable = 0
         for (usage, selector, mtype, data) in records where usage == 2 || usage == 3 {
             let rc = data.withUnsafeBufferPointer { SSL_dane_tlsa_add(t.ssl, usage, selector, mtype, $0.baseAddress, $0.count) }

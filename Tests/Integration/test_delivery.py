@@ -17,7 +17,8 @@ import subprocess
 import time
 import unittest
 
-from downstream import Behaviour, Dnsmasq, PostfixSink, SinkServer, free_udp_tcp_port, port_free
+from dnssec import SignedZone, tlsa_for
+from downstream import Behaviour, Dnsmasq, PostfixSink, SinkServer, _workdir, free_udp_tcp_port, port_free
 from harness import SMTPConn, run_cli, workdir
 from test_policies import PolicyServer, write
 
@@ -36,7 +37,7 @@ def mx_port():
 class Relay:
     """A relaygate that relays for 127.0.0.1, resolves through `dns` and reaches MX hosts on `port`."""
 
-    def __init__(self, test, dns, port, extra="", rules="relay from <local>\n    refuse", hostname="relay.test",
+    def __init__(self, test, dns, port, extra="", rules="relay from <local>\n    refuse", hostname="relay.test", dns_block=True,
                  queue="retry-first 1s\n    retry-max 2s\n    scan-interval 1s\n    connect-timeout 2s\n    reply-timeout 3s\n    backoff 1s"):
         self.test = test
         d = workdir(test)
@@ -45,7 +46,7 @@ class Relay:
 spool {self.spool}
 listener default {{ address 127.0.0.1:0 }}
 limits {{ command-timeout 10s; data-timeout 10s; shutdown-timeout 3s }}
-dns {{ upstream {dns.upstream} }}
+{f"dns {{ upstream {dns.upstream} }}" if dns_block else ""}
 outbound {{ port {port} }}
 queue {{
     {queue}
@@ -435,6 +436,78 @@ class CrashTests(unittest.TestCase):
         # Each recipient was completed exactly once; the unanswered transactions are the only repeats.
         self.assertEqual(len(delivered), n)
         self.assertLessEqual(len(sink.attempts), n + in_flight)
+
+
+class DANETests(unittest.TestCase):
+    """An MX host in a DNSSEC-signed zone (private nsd) with TLSA records: DANE (RFC 7672)."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = os.path.join(_workdir(cls, "relaygate-dane-"), "certs")
+        # The server certificate names the MX host, as DANE-TA(2) requires (RFC 7672 3.2.3).
+        subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "certs", "make-certs"), d, "mx.dane.test"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=60)
+        cls.certs = d
+
+    def relay(self, zone):
+        anchors = zone.trust_anchor_file
+        return Relay(self, zone, self.port, extra=f'dns {{ upstream {zone.upstream}; trust-anchor-file "{anchors}" }}',
+                     dns_block=False)
+
+    def setUp(self):
+        self.port = mx_port()
+
+    def zone(self, tlsa, tamper=False):
+        return SignedZone(self, zone="dane.test", records=[
+            ("dane.test", "MX", 10, "mx.dane.test"), ("mx.dane.test", "A", "127.0.0.38"),
+            ("_%d._tcp.mx.dane.test" % self.port, "TLSA", *tlsa)], tamper=tamper)
+
+    def sink(self, cert="server", starttls=True):
+        return SinkServer(self, host="127.0.0.38", port=self.port, behaviour=Behaviour(starttls=starttls),
+                          tls=(f"{self.certs}/{cert}.pem", f"{self.certs}/{cert}.key"))
+
+    def test_matching_tlsa_authenticates_the_server(self):
+        s = self.sink()
+        r = self.relay(self.zone((3, 1, 1, tlsa_for(f"{self.certs}/server.pem"))))
+        r.send("a@origin.test", ["x@dane.test"])
+        s.wait_for(1)
+        r.wait_queue_empty()
+        (e,) = r.logs("delivery")
+        self.assertTrue(e["tls"].endswith("dane"), e)
+        self.assertTrue(s.transactions[0].tls)
+
+    def test_dane_ta_record_for_the_issuing_ca(self):
+        # A DANE-TA digest matches a certificate the server sends: its chain includes the CA.
+        with open(f"{self.certs}/chain.pem", "w") as out:
+            for part in ("server.pem", "ca.pem"):
+                with open(f"{self.certs}/{part}") as f:
+                    out.write(f.read())
+        s = SinkServer(self, host="127.0.0.38", port=self.port, behaviour=Behaviour(starttls=True),
+                       tls=(f"{self.certs}/chain.pem", f"{self.certs}/server.key"))
+        r = self.relay(self.zone((2, 0, 1, tlsa_for(f"{self.certs}/ca.pem", usage=2))))
+        r.send("a@origin.test", ["x@dane.test"])
+        s.wait_for(1)
+        r.wait_queue_empty()
+        self.assertTrue(r.logs("delivery")[0]["tls"].endswith("dane"))
+
+    def test_wrong_certificate_or_no_starttls_is_never_delivered(self):
+        s = self.sink(cert="other-client")   # a certificate the TLSA record does not name
+        r = self.relay(self.zone((3, 1, 1, tlsa_for(f"{self.certs}/server.pem"))))
+        r.send("a@origin.test", ["x@dane.test"])
+        e = r.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
+        self.assertIn("certificate verify failed", e["reply"])
+        s.set_behaviour(starttls=False)
+        time.sleep(2.5)
+        self.assertEqual(s.transactions, [])
+        self.assertIn("TLS is required", r.server.log_text())
+
+    def test_bogus_tlsa_is_a_temporary_failure(self):
+        s = self.sink()
+        r = self.relay(self.zone((3, 1, 1, tlsa_for(f"{self.certs}/server.pem")), tamper="TLSA"))
+        r.send("a@origin.test", ["x@dane.test"])
+        e = r.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
+        self.assertIn("TLSA lookup failed", e["reply"])
+        self.assertEqual(s.connections, [])
 
 
 def json_list(spool):
