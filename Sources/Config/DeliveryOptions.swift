@@ -7,7 +7,7 @@ import Queue
 public struct DeliveryOptions: Sendable {
     public var retry = RetrySchedule()
     public var threads = 20
-    public var perDestination = 10
+    public var perDestination = 20
     public var recipientsPerTransaction = 50
     public var connectTimeout: Duration = .seconds(30)
     public var replyTimeout: Duration = .seconds(300)

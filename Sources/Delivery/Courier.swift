@@ -19,7 +19,7 @@ public final class Courier: @unchecked Sendable {
         /// A destination address that failed to connect is not tried again for this long.
         public var backoff: Duration = .seconds(60)
         /// Concurrent connections to one address.
-        public var perDestination = 10
+        public var perDestination = 20
         /// Transactions one connection may carry (1: a new connection for every message).
         public var reuse = 20
         /// A connection idle this long between transactions is closed.

@@ -263,7 +263,13 @@ public final class QueueRunner: @unchecked Sendable {
                 }
             }
         }
-        // Delivered recipients first, durably: after a crash they are not sent again.
+        // Every recipient delivered now: one durable removal says so (no state line needed).
+        if finals.count == pending.count && failures.isEmpty && deferred.isEmpty {
+            spool.complete(id, durable: true)
+            log.deliveryEvent("removed", warning: false, [("id", id), ("reason", "every recipient done")])
+            return
+        }
+        // Otherwise delivered recipients first, durably: after a crash they are not sent again.
         do {
             try spool.record(id, finals, sync: true)
         } catch {
@@ -283,7 +289,7 @@ public final class QueueRunner: @unchecked Sendable {
         }
         if !failures.isEmpty { bounce(id, entry: entry, failures: failures, now: now, state: &state) }
         if state.pending(of: env.recipients.count).isEmpty {
-            spool.complete(id)
+            spool.complete(id, durable: true)
             log.deliveryEvent("removed", warning: false, [("id", id), ("reason", "every recipient done")])
             return
         }

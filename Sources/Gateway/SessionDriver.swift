@@ -301,7 +301,6 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
             do throws(QueueError) {
                 try spool.store(id: queueID, header: header, data: [received, body])
                 result = .queued(queueID)
-                self.context.queued(queueID)
             } catch {
                 switch error {
                 case .noSpace: result = .noSpace(reason: "\(error)")
@@ -322,6 +321,8 @@ final class SessionDriver: ConnectionDelegate, @unchecked Sendable {
                         ("nrcpt", "\(s.envelope.recipients.count)"),
                         ("rcpt", s.envelope.recipients.map { $0.path.description }.joined(separator: ",")),
                     ])
+                    // Only now, so that the mail log says `accepted` before any `delivery` line.
+                    self.context.queued(id)
                 }
                 self.perform(self.session.enqueueCompleted(result))
             }

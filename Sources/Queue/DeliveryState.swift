@@ -85,10 +85,11 @@ extension SpoolDirectory {
     }
 
     /// Every recipient is done: the message and its state go (queue file first, so a crash in
-    /// between leaves only a state file, which recovery removes).
-    public func complete(_ id: String) {
+    /// between leaves only a state file, which recovery removes). With `durable`, the removal is on
+    /// stable storage when this returns: the caller relies on it instead of a recorded outcome.
+    public func complete(_ id: String, durable: Bool = false) {
         unlinkat(queueFD, id, 0)
-        fsync(queueFD)
+        if durable { fsync(queueFD) }
         unlink("\(root)/state/\(id)")
     }
 

@@ -1,3 +1,4 @@
+import CShim
 import Glibc
 
 /// What a connection tells its owner. Called on the connection's loop.
