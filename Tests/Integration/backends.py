@@ -23,7 +23,8 @@ import tempfile
 import shutil
 import time
 
-from harness import require_tool, workdir
+from harness import (add_cleanup as _add_cleanup, owner_workdir as _workdir, require_tool,  # noqa: F401
+                     sbin_tool as _sbin_tool, stop_process as _stop_process, workdir)
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -52,20 +53,8 @@ PAM_USERS = {
 
 # MARK: Helpers
 
-def _add_cleanup(owner, fn, *args):
-    """Registers a cleanup on a test case, or on a test class (from setUpClass)."""
-    if isinstance(owner, type):
-        owner.addClassCleanup(fn, *args)
-    else:
-        owner.addCleanup(fn, *args)
 
 
-def _workdir(owner, prefix):
-    if not isinstance(owner, type):
-        return workdir(owner)
-    d = tempfile.mkdtemp(prefix=prefix)
-    owner.addClassCleanup(shutil.rmtree, d, True)
-    return d
 
 
 def _run(args, input_bytes=None, env=None, timeout=TOOL_TIMEOUT):
@@ -81,12 +70,6 @@ def _check(args, what, input_bytes=None, env=None):
     return r.stdout.decode("utf-8")
 
 
-def _sbin_tool(name):
-    """Like require_tool, also looking in /usr/sbin and /sbin (not always on a non-login PATH)."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        raise AssertionError(f"required tool '{name}' is not installed")
-    return path
 
 
 def free_port(host="127.0.0.1"):
@@ -96,22 +79,6 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def _stop_process(proc, timeout=STOP_TIMEOUT):
-    """SIGTERM, wait, SIGKILL, by PID. Returns the exit status (None when it had to be killed)."""
-    rc = proc.poll()
-    if rc is not None:
-        return rc
-    try:
-        proc.send_signal(signal.SIGCONT)  # in case it was frozen
-        proc.send_signal(signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
-        return None
 
 
 def _write_private(path, data):

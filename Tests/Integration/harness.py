@@ -57,6 +57,60 @@ def workdir(test):
     return d
 
 
+# MARK: Helpers for the test servers (backends.py, downstream.py, dnssec.py)
+
+def add_cleanup(owner, fn, *args):
+    """Registers a cleanup on a test case, or on a test class (from setUpClass)."""
+    if isinstance(owner, type):
+        owner.addClassCleanup(fn, *args)
+    else:
+        owner.addCleanup(fn, *args)
+
+
+def owner_workdir(owner, prefix):
+    """A temporary folder for a test case, or (from setUpClass) for a whole test class."""
+    if not isinstance(owner, type):
+        return workdir(owner)
+    d = tempfile.mkdtemp(prefix=prefix)
+    owner.addClassCleanup(shutil.rmtree, d, True)
+    return d
+
+
+def sbin_tool(name):
+    """Like require_tool, also looking in /usr/sbin and /sbin (not always on a non-login PATH)."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        raise AssertionError(f"required tool '{name}' is not installed")
+    return path
+
+
+def stop_process(proc, timeout=STOP_TIMEOUT):
+    """SIGTERM, wait, SIGKILL, by PID. Returns the exit status (None when it had to be killed)."""
+    rc = proc.poll()
+    if rc is not None:
+        return rc
+    try:
+        proc.send_signal(signal.SIGCONT)  # in case it was frozen
+        proc.send_signal(signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+        return None
+
+
+def make_certs(owner, *names):
+    """Development certificates (certs/make-certs) for a test or a class; extra DNS names for the
+    server certificate. Returns the folder."""
+    d = os.path.join(owner_workdir(owner, "relaygate-certs-"), "certs")
+    subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "certs", "make-certs"), d]
+                   + list(names), check=True, stdout=subprocess.DEVNULL, timeout=60)
+    return d
+
+
 # MARK: Logs
 
 _TEXT_FIELD = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)=("(?:[^"\\]|\\.)*"|[^ ]*)')

@@ -16,19 +16,13 @@ import subprocess
 import time
 import unittest
 
-from backends import PamService, Slapd, ThrowawayUser, _workdir
-from harness import SMTPConn, require_tool, run_cli, workdir
+from backends import PamService, Slapd, ThrowawayUser
+from harness import SMTPConn, make_certs, require_tool, run_cli, workdir
 from test_policies import PolicyServer
 
 FAILURE_DELAY = 0.4
 
 
-def make_certs(test):
-    """Certificates for one test, or (from setUpClass) for a whole class."""
-    d = os.path.join(_workdir(test, "relaygate-certs-"), "certs")
-    subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "certs", "make-certs"), d], check=True,
-                   stdout=subprocess.DEVNULL, timeout=60)
-    return d
 
 
 def plain(user, password, authz=""):

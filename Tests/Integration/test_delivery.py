@@ -18,8 +18,8 @@ import time
 import unittest
 
 from dnssec import SignedZone, tlsa_for
-from downstream import Behaviour, Dnsmasq, PostfixSink, SinkServer, _workdir, free_udp_tcp_port, port_free
-from harness import SMTPConn, run_cli, workdir
+from downstream import Behaviour, Dnsmasq, PostfixSink, SinkServer, free_udp_tcp_port, port_free
+from harness import SMTPConn, make_certs, run_cli, workdir
 from test_policies import PolicyServer, write
 
 WAIT = 15.0
@@ -155,9 +155,7 @@ class DeliveryTests(unittest.TestCase):
         self.assertTrue(any("first.dest.test" in c.get("relay", "") for c in connect), r.server.log_text())
 
     def test_implicit_mx_starttls_and_received_record(self):
-        certs = os.path.join(workdir(self), "certs")
-        subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "certs", "make-certs"), certs], check=True,
-                       stdout=subprocess.DEVNULL, timeout=60)
+        certs = make_certs(self)
         dns = self.dns(("plain.test", "A", "127.0.0.14"))
         s = SinkServer(self, host="127.0.0.14", port=self.port, behaviour=Behaviour(starttls=True),
                        tls=(f"{certs}/server.pem", f"{certs}/server.key"))
@@ -216,6 +214,105 @@ class DeliveryTests(unittest.TestCase):
         r.wait_queue_empty()
         self.assertEqual(len(s.transactions), 1)
         self.assertEqual(s.transactions[0].data.count(b"line of text"), 100)
+
+
+class NextHopTests(unittest.TestCase):
+    """What the next hop offers shapes what is sent: DSN parameters, SMTPUTF8, TLS levels, routes."""
+
+    def setUp(self):
+        self.port = mx_port()
+        self.dns = Dnsmasq(self, records=[
+            ("dest.test", "MX", 10, "mx.dest.test"), ("mx.dest.test", "A", "127.0.0.25"),
+            ("origin.test", "MX", 10, "mx.origin.test"), ("mx.origin.test", "A", "127.0.0.26")])
+        self.origin = SinkServer(self, host="127.0.0.26", port=self.port)
+
+    def test_dsn_parameters_pass_on_and_rewriting_applies(self):
+        s = SinkServer(self, host="127.0.0.25", port=self.port, behaviour=Behaviour(dsn=True))
+        r = Relay(self, self.dns, self.port, extra="rewrite { old@dest.test new@dest.test; @legacy.test @dest.test }")
+        c = SMTPConn(self, "127.0.0.1", r.port)
+        c.reply()
+        c.ehlo()
+        self.assertEqual(c.command("MAIL FROM:<a@origin.test> RET=HDRS ENVID=id+2B1").code, 250)
+        self.assertEqual(c.command("RCPT TO:<old@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;old@dest.test").code, 250)
+        self.assertEqual(c.command("RCPT TO:<someone@legacy.test>").code, 250)
+        c.command("DATA")
+        self.assertEqual(c.command("Subject: x\r\n\r\nbody\r\n.").code, 250)
+        c.close()
+        s.wait_for(1)
+        r.wait_queue_empty()
+        (t,) = s.transactions
+        self.assertEqual(t.recipients, ["new@dest.test", "someone@dest.test"])
+        self.assertEqual((t.mail_params.get("RET"), t.mail_params.get("ENVID")), ("HDRS", "id+2B1"))
+        self.assertEqual(t.rcpts[0].params.get("NOTIFY"), "SUCCESS,FAILURE")
+        self.assertEqual(t.rcpts[0].params.get("ORCPT"), "rfc822;old@dest.test")
+        rewritten = [e.get("rewritten") for e in r.logs("delivery")]
+        self.assertEqual(rewritten, ["<new@dest.test>", "<someone@dest.test>"])
+
+    def test_smtputf8_to_a_next_hop_without_it_bounces_5_6_7(self):
+        SinkServer(self, host="127.0.0.25", port=self.port, behaviour=Behaviour(smtputf8=False))
+        r = Relay(self, self.dns, self.port)
+        c = SMTPConn(self, "127.0.0.1", r.port)
+        c.reply()
+        c.ehlo()
+        self.assertEqual(c.command("MAIL FROM:<a@origin.test> SMTPUTF8").code, 250)
+        self.assertEqual(c.command("RCPT TO:<jöran@dest.test>").code, 250)
+        c.command("DATA")
+        self.assertEqual(c.command("Subject: x\r\n\r\nbody\r\n.").code, 250)
+        c.close()
+        self.origin.wait_for(1)
+        _, _, (f,), _ = dsn_parts(parse(self.origin.transactions[0].data))
+        self.assertEqual(f["Status"], "5.6.7")
+
+    def test_tls_encrypt_and_verify_levels_never_fall_back(self):
+        certs = make_certs(self)
+        plain = SinkServer(self, host="127.0.0.25", port=self.port)
+        r = Relay(self, self.dns, self.port, extra="route dest.test { to mx.dest.test; tls encrypt }")
+        r.send("a@origin.test", ["x@dest.test"])
+        e = r.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
+        self.assertIn("TLS is required", e["reply"])
+        plain.stop()
+        tls = SinkServer(self, host="127.0.0.25", port=self.port, behaviour=Behaviour(starttls=True),
+                         tls=(f"{certs}/server.pem", f"{certs}/server.key"))
+        r2 = Relay(self, self.dns, self.port, extra="route dest.test { to mx.dest.test; tls verify }")
+        r2.send("a@origin.test", ["y@dest.test"])
+        e = r2.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
+        self.assertIn("certificate verify failed", e["reply"])   # a private CA is not in the system store
+        time.sleep(1.5)
+        # The first relay (encrypt, no verification) delivers x over TLS now; y never leaves.
+        self.assertEqual([t.recipients for t in tls.transactions if "y@dest.test" in t.recipients], [])
+
+    def test_smart_host_with_auth_over_tls(self):
+        # The next hop is another relaygate: submission with STARTTLS and AUTH against a PAM service.
+        from backends import PamService
+        certs = make_certs(self)
+        pam = PamService(self, users={"gateway": "gw-secret"})
+        d = workdir(self)
+        upstream_spool = os.path.join(d, "up-spool")
+        up_conf = write(os.path.join(d, "upstream.conf"), f"""hostname provider.test
+spool {upstream_spool}
+outbound {{ delivery no }}
+tls {{ certificate "{certs}/server.pem" "{certs}/server.key" }}
+pam staff {{ service {pam.service}; confdir "{pam.confdir}" }}
+auth {{ failure-delay 100ms; sender-binding no }}
+listener submission {{ address 127.0.0.1:0; tls required; auth staff }}
+rules {{ relay authenticated; refuse }}
+""")
+        upstream = PolicyServer(self, up_conf, upstream_spool)
+        secret = write(os.path.join(d, "provider.secret"), "gw-secret\n")
+        r = Relay(self, self.dns, self.port, extra=f"""route default {{
+    to "[127.0.0.1]:{upstream.listener_port('submission')}"
+    tls encrypt
+    user gateway
+    password-file "{secret}"
+}}""")
+        r.send("a@origin.test", ["anyone@elsewhere.test"])
+        r.wait_queue_empty()
+        (e,) = r.logs("delivery")
+        self.assertEqual(e["result"], "delivered", e)
+        self.assertTrue(e["tls"].startswith("TLSv1"), e)
+        (auth,) = upstream.logs("auth")
+        self.assertEqual((auth["result"], auth["user"]), ("ok", "gateway"))
+        self.assertEqual(len(upstream.queue_list()), 1)
 
 
 class BounceTests(unittest.TestCase):
@@ -443,11 +540,8 @@ class DANETests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        d = os.path.join(_workdir(cls, "relaygate-dane-"), "certs")
         # The server certificate names the MX host, as DANE-TA(2) requires (RFC 7672 3.2.3).
-        subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "certs", "make-certs"), d, "mx.dane.test"],
-                       check=True, stdout=subprocess.DEVNULL, timeout=60)
-        cls.certs = d
+        cls.certs = make_certs(cls, "mx.dane.test")
 
     def relay(self, zone):
         anchors = zone.trust_anchor_file
