@@ -6,7 +6,7 @@ import PolicyLanguage
 /// `queue { }` delivery settings, `dns { }`, `outbound { }`, `route NAME { }` and `rewrite { }`
 /// (docs/policy-language.md, "Delivery").
 extension ConfigLoader {
-    static let dnsKeys = ["upstream", "prefer", "trust-anchor-file", "timeout"]
+    static let dnsKeys = ["upstream", "prefer", "trust-anchor-file"]
     static let outboundKeys = ["tls", "port", "helo", "mx-names", "delivery"]
     static let routeKeys = ["to", "tls", "user", "password-file"]
     static let tlsLevels = ["none", "may", "encrypt", "verify"]
@@ -26,6 +26,7 @@ extension ConfigLoader {
         case "backoff": if let d = duration(e) { o.backoff = d }
         case "scan-interval": if let d = duration(e) { o.scanInterval = d }
         case "connection-reuse": if let n = integer(e, range: 1...10_000) { o.reuse = n }
+        case "delay-warning": if let d = duration(e) { o.delayWarning = d }
         case "connection-idle": if let d = duration(e) { o.reuseIdle = d }
         default: break
         }
@@ -46,10 +47,8 @@ extension ConfigLoader {
                 guard let a = single(e) else { continue }
                 switch a.text { case "ipv4": o.dns.preferIPv6 = false; case "ipv6": o.dns.preferIPv6 = true
                 default: error(a.location, "prefer is ipv4 or ipv6") }
-            case "trust-anchor-file":
+            default:  // trust-anchor-file
                 if let a = single(e) { o.dns.trustAnchorFile = reader.resolve(a.text, from: e.location.file) }
-            default:
-                if let t = duration(e) { o.dns.timeoutSeconds = max(1, Int(t.components.seconds)) }
             }
         }
     }

@@ -47,7 +47,7 @@ public struct ConfigLoader {
     static let tlsKeys = ["certificate"]
     static let queueKeys = ["writers", "delivery-threads", "per-destination", "recipients-per-transaction", "retry-first",
                              "retry-max", "lifetime", "connect-timeout", "reply-timeout", "data-timeout", "backoff",
-                             "scan-interval", "connection-reuse", "connection-idle"]
+                             "scan-interval", "connection-reuse", "connection-idle", "delay-warning"]
 
     public mutating func interpret(_ directives: [Directive]) -> Configuration {
         var c = Configuration()

@@ -15,6 +15,7 @@ public struct DeliveryOptions: Sendable {
     public var backoff: Duration = .seconds(60)
     public var scanInterval: Duration = .seconds(60)
     public var reuse = 20
+    public var delayWarning: Duration?
     public var reuseIdle: Duration = .seconds(5)
     public var routes = RoutingTable()
     public var dns = UnboundResolver.Settings()

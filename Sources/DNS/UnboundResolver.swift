@@ -11,8 +11,6 @@ public final class UnboundResolver: Resolver, @unchecked Sendable {
         public var upstream: String?
         /// DNSSEC trust anchors (a file of DS or DNSKEY records); nil: no validation.
         public var trustAnchorFile: String?
-        /// Seconds for one query before it counts as a temporary failure.
-        public var timeoutSeconds = 10
         public var preferIPv6 = false
         public init(upstream: String? = nil) { self.upstream = upstream }
     }

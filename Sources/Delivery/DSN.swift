@@ -27,14 +27,16 @@ public enum DSN {
     /// (RFC 3461 4.3: HDRS is the default we choose, as the original may be large).
     public static func bounce(hostname: String, originalSender: String, queueID: String, envelopeID: String?,
                               received: Int, failures: [Failure], original: ArraySlice<UInt8>, ret: String?,
-                              now: Int, boundarySeed: String) -> [UInt8] {
+                              now: Int, boundarySeed: String, delayed: Bool = false) -> [UInt8] {
         let boundary = "\(queueID).\(boundarySeed)/\(hostname)"
         let date = ReceivedHeader.rfc5322Date(now)
         let expired = failures.allSatisfy { $0.status.hasPrefix("4.") }
         var h = ""
         h += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
         h += "To: <\(originalSender)>\r\n"
-        h += "Subject: \(expired ? "Undelivered Mail: delivery time expired" : "Undelivered Mail Returned to Sender")\r\n"
+        let subject = delayed ? "Delayed Mail (still being retried)"
+            : expired ? "Undelivered Mail: delivery time expired" : "Undelivered Mail Returned to Sender"
+        h += "Subject: \(subject)\r\n"
         h += "Date: \(date)\r\n"
         h += "Message-ID: <\(queueID).\(boundarySeed)@\(hostname)>\r\n"
         h += "Auto-Submitted: auto-replied\r\n"
@@ -45,8 +47,13 @@ public enum DSN {
         h += "--\(boundary)\r\n"
         h += "Content-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
         h += "This is the mail system at host \(hostname).\r\n\r\n"
-        h += "Your message could not be delivered to one or more recipients.\r\n"
-        h += expired ? "It stayed in the queue for too long without being accepted.\r\n\r\n" : "It was refused permanently.\r\n\r\n"
+        if delayed {
+            h += "Your message could not be delivered to one or more recipients yet.\r\n"
+            h += "Delivery will be tried again; no action is needed on your part.\r\n\r\n"
+        } else {
+            h += "Your message could not be delivered to one or more recipients.\r\n"
+            h += expired ? "It stayed in the queue for too long without being accepted.\r\n\r\n" : "It was refused permanently.\r\n\r\n"
+        }
         for f in failures {
             h += "<\(f.recipient)>: \(ascii(f.diagnostic))\r\n"
         }
@@ -62,7 +69,7 @@ public enum DSN {
             h += "\r\n"
             if let o = f.orcpt { h += "Original-Recipient: \(ascii(o))\r\n" }
             h += "Final-Recipient: rfc822; \(f.recipient)\r\n"
-            h += "Action: failed\r\n"
+            h += "Action: \(delayed ? "delayed" : "failed")\r\n"
             h += "Status: \(f.status)\r\n"
             if let r = f.remoteHost { h += "Remote-MTA: dns; \(r)\r\n" }
             h += "Diagnostic-Code: \(ascii(f.diagnostic))\r\n"

@@ -26,6 +26,9 @@ public final class QueueRunner: @unchecked Sendable {
         /// How often the spool is read again for changes made outside (`queue release`, restarts).
         public var scanInterval: Duration = .seconds(60)
         public var routes = RoutingTable()
+        /// Tell the sender once when a message has waited this long (RFC 3464 `Action: delayed`);
+        /// nil: never (the default, as Postfix's `delay_warning_time = 0`).
+        public var delayWarning: Duration?
         public init(hostname: String) { self.hostname = hostname }
     }
 
@@ -293,6 +296,11 @@ public final class QueueRunner: @unchecked Sendable {
             log.deliveryEvent("removed", warning: false, [("id", id), ("reason", "every recipient done")])
             return
         }
+        if let after = settings.delayWarning, !state.warned, !deferred.isEmpty,
+           Double(now - env.received) >= Double(after.components.seconds) {
+            warnDelay(id, entry: entry, deferred: deferred, now: now)
+            deferred.append(.init(warned: true))
+        }
         let attempts = state.attempts + 1
         let at = now + Int(settings.retry.delay(afterAttempts: attempts).components.seconds)
         try? spool.record(id, deferred + [.init(attempts: attempts, next: at)], sync: false)
@@ -331,6 +339,35 @@ public final class QueueRunner: @unchecked Sendable {
         let lines = failures.map { i, f in DeliveryState.Line(rcpt: i, result: .bounced, at: now, reply: f.diagnostic) }
         try? spool.record(id, lines, sync: true)
         for l in lines { state.apply(l) }
+    }
+
+    /// One delay warning for the recipients still deferred (those whose NOTIFY allows it; without
+    /// NOTIFY the default is FAILURE and DELAY, RFC 3461 4.1), never to `<>`.
+    func warnDelay(_ id: String, entry: SpoolDirectory.Entry, deferred: [DeliveryState.Line], now: Int) {
+        let env = entry.envelope
+        guard !env.sender.isEmpty else { return }
+        let wanted = deferred.compactMap { d -> DSN.Failure? in
+            guard let i = d.rcpt, env.recipients[i].notify.map({ $0.contains("DELAY") }) ?? true else { return nil }
+            return DSN.Failure(recipient: env.recipients[i].address, orcpt: env.recipients[i].orcpt, status: "4.4.7",
+                               diagnostic: d.reply ?? "deferred", lastAttempt: now)
+        }
+        guard !wanted.isEmpty else { return }
+        let warnID = SpoolDirectory.newID()
+        let body = DSN.bounce(hostname: settings.hostname, originalSender: env.sender, queueID: id, envelopeID: env.envid,
+                              received: env.received, failures: wanted, original: entry.message, ret: "HDRS",
+                              now: now, boundarySeed: String(warnID.text.suffix(6)), delayed: true)
+        let stored = StoredEnvelope(
+            id: warnID.text, received: now, sender: "", recipients: [.init(address: env.sender)], size: body.count,
+            body: nil, smtputf8: false, ret: nil, envid: nil,
+            client: .init(address: "127.0.0.1", helo: settings.hostname, session: "delay-warning", listener: "bounce", protocol: "local"))
+        do {
+            try spool.store(id: warnID, header: QueueFile.header(stored), data: [body])
+            log.deliveryEvent("delay-warning", warning: false, [("id", id), ("warning_id", warnID.text), ("to", "<\(env.sender)>"),
+                                                              ("recipients", "\(wanted.count)")])
+            enqueued(warnID.text)
+        } catch {
+            log.deliveryEvent("delay-warning", warning: true, [("id", id), ("error", "\(error)")])
+        }
     }
 
     public static func domain(of address: String) -> String {

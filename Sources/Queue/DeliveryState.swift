@@ -20,10 +20,12 @@ public struct DeliveryState: Sendable, Hashable {
         public var flush: Bool?
         /// `queue bounce`: return every pending recipient to the sender at the next attempt.
         public var bounce: Bool?
+        /// A delay warning was sent (once per message).
+        public var warned: Bool?
         public init(rcpt: Int? = nil, result: Result? = nil, at: Int? = nil, reply: String? = nil, host: String? = nil,
-                    attempts: Int? = nil, next: Int? = nil, flush: Bool? = nil, bounce: Bool? = nil) {
+                    attempts: Int? = nil, next: Int? = nil, flush: Bool? = nil, bounce: Bool? = nil, warned: Bool? = nil) {
             self.rcpt = rcpt; self.result = result; self.at = at; self.reply = reply; self.host = host
-            self.attempts = attempts; self.next = next; self.flush = flush; self.bounce = bounce
+            self.attempts = attempts; self.next = next; self.flush = flush; self.bounce = bounce; self.warned = warned
         }
     }
 
@@ -35,6 +37,7 @@ public struct DeliveryState: Sendable, Hashable {
     /// Seconds since 1970 of the next attempt; 0: now.
     public var next = 0
     public var bounceRequested = false
+    public var warned = false
 
     public init() {}
 
@@ -49,6 +52,7 @@ public struct DeliveryState: Sendable, Hashable {
         if let n = l.next { next = n }
         if l.flush == true { next = 0 }
         if l.bounce == true { bounceRequested = true; next = 0 }
+        if l.warned == true { warned = true }
     }
 
     public func pending(of count: Int) -> [Int] { (0..<count).filter { final[$0] == nil } }

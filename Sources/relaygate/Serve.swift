@@ -131,6 +131,7 @@ enum Serve {
         rs.recipientsPerTransaction = d.recipientsPerTransaction
         rs.scanInterval = d.scanInterval
         rs.routes = d.routes
+        rs.delayWarning = d.delayWarning
         return QueueRunner(settings: rs, spool: spool, resolver: resolver, planner: planner, courier: courier, log: log)
     }
 

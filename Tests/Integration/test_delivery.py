@@ -398,6 +398,21 @@ class BounceTests(unittest.TestCase):
         self.assertIn("Undelivered Mail: delivery time expired", m["Subject"])
         self.assertGreaterEqual(len([e for e in r.logs("delivery") if e["result"] == "deferred"]), 2)
 
+    def test_one_delay_warning_when_asked_for_then_delivery(self):
+        self.dest.set_behaviour(rcpt_reply="451 4.3.0 try again")
+        r = Relay(self, self.dns, self.port, queue="retry-first 1s\n    retry-max 1s\n    delay-warning 2s\n    scan-interval 1s\n"
+                                                   "    connection-reuse 1")
+        r.send("alice@origin.test", ["slow@dest.test"])
+        t, m = self.the_bounce()
+        _, _, (f,), _ = dsn_parts(m)
+        self.assertEqual((f["Action"], f["Status"]), ("delayed", "4.4.7"))
+        self.assertIn("Delayed Mail", m["Subject"])
+        self.dest.set_behaviour(rcpt_reply=None)
+        self.dest.wait_for(1)
+        r.wait_queue_empty()
+        self.assertEqual(len(self.origin.transactions), 1)   # one warning, no bounce
+        self.assertEqual(len(r.logs("delay-warning")), 1)
+
     def test_dns_timeout_defers(self):
         r = Relay(self, self.dns, self.port)
         r.send("alice@origin.test", ["x@slow.test"])
