@@ -7,7 +7,7 @@ import PolicyLanguage
 /// (docs/policy-language.md, "Delivery").
 extension ConfigLoader {
     static let dnsKeys = ["upstream", "prefer", "trust-anchor-file"]
-    static let outboundKeys = ["tls", "port", "helo", "mx-names", "delivery"]
+    static let outboundKeys = ["tls", "port", "helo", "mx-names", "delivery", "ca-file"]
     static let routeKeys = ["to", "tls", "user", "password-file"]
     static let tlsLevels = ["none", "may", "encrypt", "verify"]
 
@@ -65,6 +65,8 @@ extension ConfigLoader {
                 }
             case "delivery":
                 if let a = single(e), let b = boolean(a) { o.enabled = b }
+            case "ca-file":
+                if let a = single(e) { o.caFile = reader.resolve(a.text, from: e.location.file) }
             default:
                 if e.arguments.isEmpty { error(e.location, "mx-names needs one or more names") }
                 o.mxNames += e.arguments.map { $0.text.lowercased() }

@@ -25,6 +25,8 @@ public struct DeliveryOptions: Sendable {
     public var mxNames: [String] = []
     /// EHLO name for delivery; default the hostname.
     public var helo: String?
+    /// CAs for `tls verify` instead of the system store.
+    public var caFile: String?
     /// `false`: the server accepts and queues, and nothing is delivered (a hold-only gateway).
     public var enabled = true
     public init() {}

@@ -24,6 +24,8 @@ public final class Courier: @unchecked Sendable {
         public var reuse = 20
         /// A connection idle this long between transactions is closed.
         public var reuseIdle: Duration = .seconds(5)
+        /// CAs for `tls verify` instead of the system store (an organisation's own PKI); nil: the system's.
+        public var caFile: String?
         public var sourceV4: IPAddress?
         public var sourceV6: IPAddress?
         public init(heloName: String) { self.heloName = heloName }
@@ -58,7 +60,7 @@ public final class Courier: @unchecked Sendable {
         self.settings = settings
         self.resolver = resolver
         opportunistic = try TLSClientContext(verify: false)
-        verifying = try TLSClientContext(verify: true)
+        verifying = try TLSClientContext(verify: true, caFile: settings.caFile)
         daneContext = try TLSClientContext.dane()
         slots = SlotLimiter(limit: settings.perDestination)
     }

@@ -119,6 +119,7 @@ enum Serve {
         cs.perDestination = d.perDestination
         cs.reuse = d.reuse
         cs.reuseIdle = d.reuseIdle
+        cs.caFile = d.caFile
         let courier: Courier
         do {
             courier = try Courier(settings: cs, resolver: resolver)

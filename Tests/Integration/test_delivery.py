@@ -38,6 +38,7 @@ class Relay:
     """A relaygate that relays for 127.0.0.1, resolves through `dns` and reaches MX hosts on `port`."""
 
     def __init__(self, test, dns, port, extra="", rules="relay from <local>\n    refuse", hostname="relay.test", dns_block=True,
+                 outbound=True,
                  queue="retry-first 1s\n    retry-max 2s\n    scan-interval 1s\n    connect-timeout 2s\n    reply-timeout 3s\n    backoff 1s"):
         self.test = test
         d = workdir(test)
@@ -47,7 +48,7 @@ spool {self.spool}
 listener default {{ address 127.0.0.1:0 }}
 limits {{ command-timeout 10s; data-timeout 10s; shutdown-timeout 3s }}
 {f"dns {{ upstream {dns.upstream} }}" if dns_block else ""}
-outbound {{ port {port} }}
+{f"outbound {{ port {port} }}" if outbound else ""}
 queue {{
     {queue}
 }}
@@ -280,6 +281,24 @@ class NextHopTests(unittest.TestCase):
         time.sleep(1.5)
         # The first relay (encrypt, no verification) delivers x over TLS now; y never leaves.
         self.assertEqual([t.recipients for t in tls.transactions if "y@dest.test" in t.recipients], [])
+
+    def test_tls_verify_checks_the_chain_and_the_mx_name(self):
+        certs = make_certs(self, "mx.dest.test")
+        s = SinkServer(self, host="127.0.0.25", port=self.port, behaviour=Behaviour(starttls=True),
+                       tls=(f"{certs}/server.pem", f"{certs}/server.key"))
+        r = Relay(self, self.dns, self.port, extra=f'outbound {{ port {self.port}; tls verify; ca-file "{certs}/ca.pem" }}',
+                  outbound=False)
+        r.send("a@origin.test", ["x@dest.test"])
+        s.wait_for(1)
+        r.wait_queue_empty()
+        # The same server reached under a name its certificate does not carry: refused.
+        dns2 = Dnsmasq(self, records=[("dest.test", "MX", 10, "other-name.dest.test"), ("other-name.dest.test", "A", "127.0.0.25")])
+        r2 = Relay(self, dns2, self.port, extra=f'outbound {{ port {self.port}; tls verify; ca-file "{certs}/ca.pem" }}',
+                   outbound=False)
+        r2.send("a@origin.test", ["y@dest.test"])
+        e = r2.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
+        self.assertIn("certificate verify failed", e["reply"])
+        self.assertEqual([t.recipients for t in s.transactions], [["x@dest.test"]])
 
     def test_smart_host_with_auth_over_tls(self):
         # The next hop is another relaygate: submission with STARTTLS and AUTH against a PAM service.
