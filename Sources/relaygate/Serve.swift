@@ -28,6 +28,12 @@ enum Serve {
             RelaygateCommand.usageError("--log-format is text or json, not '\(formatName)'", command: "serve")
         }
         guard !config.listeners.isEmpty else { RelaygateCommand.fail("no listener configured") }
+        // Certificates, keys and CA files first, as `check` reads them: nothing is touched before they load.
+        let tlsProblems = Check.tlsProblems(config)
+        if !tlsProblems.isEmpty {
+            for d in tlsProblems { Console.err("\(d)\n") }
+            RelaygateCommand.fail("TLS: configuration has errors; nothing started")
+        }
 
         // Before any thread exists: SIGPIPE ignored (a write to a gone client is an error, not death),
         // and the stop/reload signals blocked everywhere so that only sigwait below sees them.
