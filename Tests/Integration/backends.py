@@ -23,7 +23,7 @@ import tempfile
 import shutil
 import time
 
-from harness import (add_cleanup as _add_cleanup, owner_workdir as _workdir, require_tool,  # noqa: F401
+from harness import (ManagedProcess, add_cleanup as _add_cleanup, owner_workdir as _workdir, require_tool,  # noqa: F401
                      sbin_tool as _sbin_tool, stop_process as _stop_process, workdir)
 
 START_TIMEOUT = 10.0
@@ -114,7 +114,7 @@ def ssha(password):
 
 # MARK: OpenLDAP
 
-class Slapd:
+class Slapd(ManagedProcess):
     """A private slapd for one test (or one test class), on ldap://127.0.0.1:PORT/.
 
     The tree under dc=example,dc=org: ou=people with the users of LDAP_USERS (inetOrgPerson, uid,
@@ -128,6 +128,8 @@ class Slapd:
     slapd in the foreground; "none" prints only errors (with "0" a bad configuration exits silently),
     "stats" logs every operation. extra_ldif is appended to the data loaded with slapadd.
     """
+
+    process_name = "slapd"
 
     def __init__(self, test, tls=None, require_tls=False, debug="none", extra_ldif="", start=True):
         self.test = test
@@ -289,41 +291,6 @@ class Slapd:
                 return True
         except OSError:
             return False
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    @property
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        """Stops slapd by PID (SIGTERM, wait, SIGKILL); the port then refuses connections."""
-        if self.proc is None:
-            return None
-        rc = _stop_process(self.proc, timeout)
-        self.proc = None
-        return rc
-
-    def restart(self):
-        self.stop()
-        return self.start()
-
-    def freeze(self):
-        """SIGSTOP: connections are still accepted by the kernel but never answered (a hung backend)."""
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self):
-        self.proc.send_signal(signal.SIGCONT)
-
-    def _final_stop(self):
-        if self.proc is None:
-            return
-        died = self.proc.poll()
-        self.stop()
-        if died is not None:
-            raise AssertionError(f"slapd exited on its own (status {died}) during the test; log:\n{self.log_text()}")
 
     def log_text(self):
         if not self.log_path or not os.path.exists(self.log_path):

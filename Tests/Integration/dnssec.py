@@ -48,7 +48,7 @@ import time
 
 from downstream import (START_TIMEOUT, STOP_TIMEOUT, TOOL_TIMEOUT, _add_cleanup, _kind, _name, _sbin_tool,
                         _stop_process, _workdir, dns_query, free_udp_tcp_port, port_free)
-from harness import require_tool
+from harness import ManagedProcess, require_tool
 
 ALGORITHM = "ECDSAP256SHA256"
 
@@ -151,7 +151,7 @@ def tlsa_for(cert_pem_path, usage=3, selector=None, mtype=1):
 
 # MARK: nsd
 
-class SignedZone:
+class SignedZone(ManagedProcess):
     """A private nsd for one test (or one test class) on 127.0.0.1 and a free UDP+TCP port (or
     `port`), authoritative for one DNSSEC-signed zone (NSEC, ECDSAP256SHA256, a key signing key and
     a zone signing key made for this instance).
@@ -181,6 +181,8 @@ class SignedZone:
     `reload(records, tamper)` signs again with the same keys (the anchors stay valid) and restarts on
     the same port. `unbound_conf()` writes a libunbound configuration for it.
     """
+
+    process_name = "nsd"
 
     def __init__(self, test, zone="dane.test", records=(), port=None, tamper=False, ttl=0,
                  validity=(-3600, 7 * 86400), start=True):
@@ -452,14 +454,6 @@ class SignedZone:
         self.fixed_port = True
         return self.start()
 
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    @property
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self, timeout=STOP_TIMEOUT):
         """Stops nsd by PID (SIGTERM, wait, SIGKILL); its server and xfrd children, which it stops
         itself, are waited for and killed by PID when they outlive it. The port then answers nothing."""
@@ -480,14 +474,6 @@ class SignedZone:
                 except ProcessLookupError:
                     pass
         return rc
-
-    def _final_stop(self):
-        if self.proc is None:
-            return
-        died = self.proc.poll()
-        self.stop()
-        if died is not None:
-            raise AssertionError(f"nsd exited on its own (status {died}) during the test; log:\n{self.log_text()}")
 
     # Logs and checks
 

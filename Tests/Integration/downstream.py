@@ -49,7 +49,7 @@ import threading
 import time
 import traceback
 
-from harness import (add_cleanup as _add_cleanup, owner_workdir as _workdir, require_tool,  # noqa: F401
+from harness import (ManagedProcess, add_cleanup as _add_cleanup, owner_workdir as _workdir, require_tool,  # noqa: F401
                      sbin_tool as _sbin_tool, stop_process as _stop_process, workdir)
 
 START_TIMEOUT = 10.0
@@ -304,7 +304,7 @@ class _ServfailResponder:
         self.sock.close()
 
 
-class Dnsmasq:
+class Dnsmasq(ManagedProcess):
     """A private dnsmasq for one test (or one test class) on 127.0.0.1 and a free UDP+TCP port.
 
     Only its own records are served: no /etc/hosts, no resolv.conf, no DHCP, no cache
@@ -335,6 +335,8 @@ class Dnsmasq:
     Attributes: port, address ("127.0.0.1"), upstream ("127.0.0.1@PORT" for ub_ctx_set_fwd),
     records, zones. `reload(records)` restarts it on the same port with other records.
     """
+
+    process_name = "dnsmasq"
 
     def __init__(self, test, records=(), port=None, zones=("test",), ttl=0, start=True):
         self.test = test
@@ -482,37 +484,9 @@ class Dnsmasq:
         self.records = list(records)
         return self.start()
 
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    @property
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        """Stops dnsmasq by PID (SIGTERM, wait, SIGKILL); the port then answers nothing."""
-        if self.proc is None:
-            return None
-        rc = _stop_process(self.proc, timeout)
-        self.proc = None
-        return rc
-
-    def freeze(self):
-        """SIGSTOP: queries are queued by the kernel but never answered (a hung server)."""
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self):
-        self.proc.send_signal(signal.SIGCONT)
-
     def _final_stop(self):
         try:
-            if self.proc is not None:
-                died = self.proc.poll()
-                self.stop()
-                if died is not None:
-                    raise AssertionError(f"dnsmasq exited on its own (status {died}) during the test; "
-                                         f"log:\n{self.log_text()}")
+            super()._final_stop()
         finally:
             if self._servfail is not None:
                 self._servfail.close()
@@ -1347,7 +1321,7 @@ def _ascii(b):
 
 # MARK: Postfix smtp-sink
 
-class PostfixSink:
+class PostfixSink(ManagedProcess):
     """Postfix's smtp-sink in the foreground on host:port (port 0: a free one), for one test or class.
 
     It runs with -c (running counters on stdout: sess, quit, mesg) and -d (each message dumped to a
@@ -1360,6 +1334,8 @@ class PostfixSink:
     X-Rcpt-Args lines of its dumps); dumps() -> parsed files (body with LF line ends, as smtp-sink
     writes them); wait_for(count, timeout) waits for `count` messages and their dumps.
     """
+
+    process_name = "smtp-sink"
 
     def __init__(self, test, host="127.0.0.1", port=0, args=(), hostname="smtp-sink.test", start=True):
         self.test = test
@@ -1407,32 +1383,8 @@ class PostfixSink:
         self.stop()
         raise AssertionError(f"smtp-sink did not start on {self.address} (exit status {rc}): {self._err()}")
 
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    @property
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        if self.proc is None:
-            return None
-        rc = _stop_process(self.proc, timeout)
-        self.proc = None
-        return rc
-
-    def restart(self):
-        self.stop()
-        return self.start()
-
-    def _final_stop(self):
-        if self.proc is None:
-            return
-        died = self.proc.poll()
-        self.stop()
-        if died is not None:
-            raise AssertionError(f"smtp-sink exited on its own (status {died}) during the test: {self._err()}")
+    def death_report(self):
+        return self._err()
 
     def _err(self):
         if not self.err_path or not os.path.exists(self.err_path):

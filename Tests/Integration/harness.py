@@ -111,6 +111,52 @@ def make_certs(owner, *names):
     return d
 
 
+class ManagedProcess:
+    """The lifecycle a test server shares: `pid`, `running`, `stop` by PID (SIGTERM, wait, SIGKILL),
+    `restart`, `freeze`/`thaw` (SIGSTOP/SIGCONT: a hung server), and a final stop registered as a
+    cleanup that fails the test when the process died on its own. A subclass sets `self.proc` (a
+    Popen or None) and `process_name`, and has `start()` and `log_text()`."""
+
+    process_name = "process"
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        if self.proc is None:
+            return None
+        rc = stop_process(self.proc, timeout)
+        self.proc = None
+        return rc
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def death_report(self):
+        return "log:\n" + self.log_text()
+
+    def _final_stop(self):
+        if self.proc is None:
+            return
+        died = self.proc.poll()
+        self.stop()
+        if died is not None:
+            raise AssertionError(f"{self.process_name} exited on its own (status {died}) during the test; "
+                                 f"{self.death_report()}")
+
+
 # MARK: Logs
 
 _TEXT_FIELD = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)=("(?:[^"\\]|\\.)*"|[^ ]*)')
