@@ -44,6 +44,8 @@ public final class Courier: @unchecked Sendable {
         public var results: [ClientSession.RecipientResult]
         public var relay: HostAttempt?
         public var tried: [HostAttempt]
+        /// The host that took the recipients offered DSN (RFC 3461): it reports from now on.
+        public var nextHopDSN = false
     }
 
     public let settings: Settings
@@ -106,12 +108,12 @@ public final class Courier: @unchecked Sendable {
                 }
                 if !tlsa.isEmpty { level = .dane }
                 for _ in 0..<2 {   // a second round only for a plaintext retry after a failed handshake
-                    let (outcome, info) = attempt(message, body: body, host: host.name, peer: peer, tls: level,
-                                                  credentials: credentials, tlsa: tlsa)
+                    let (outcome, info, dsn) = attempt(message, body: body, host: host.name, peer: peer, tls: level,
+                                                       credentials: credentials, tlsa: tlsa)
                     switch outcome {
                     case .results(let results):
                         let relay = HostAttempt(host: host.name, address: peer.description, tls: info)
-                        return Attempt(results: results, relay: relay, tried: tried + [relay])
+                        return Attempt(results: results, relay: relay, tried: tried + [relay], nextHopDSN: dsn)
                     case .hostFailed(let why, let plaintextRetry):
                         tried.append(HostAttempt(host: host.name, address: peer.description, tls: info, error: why))
                         lastError = "\(host.name)[\(address)]: \(why)"
@@ -133,7 +135,7 @@ public final class Courier: @unchecked Sendable {
     /// new connection.
     func attempt(_ message: ClientSession.Message, body: ArraySlice<UInt8>, host: String, peer: SocketAddress,
                  tls: TLSLevel, credentials: (user: String, password: String)?,
-                 tlsa: [TLSARecord] = []) -> (ClientSession.Outcome, String?) {
+                 tlsa: [TLSARecord] = []) -> (ClientSession.Outcome, String?, Bool) {
         let key = CacheKey(peer: peer, tls: tls, user: credentials?.user)
         if let d = cache.take(key) {
             let outcome = d.run(d.session.begin(message), body: body)
@@ -142,11 +144,11 @@ public final class Courier: @unchecked Sendable {
                 close(d, peer: peer)
             } else {
                 finish(d, key: key)
-                return (outcome, d.tlsInfo)
+                return (outcome, d.tlsInfo, d.session.serverExtensions["DSN"] != nil)
             }
         }
         guard slots.acquire(peer, wait: settings.replyTimeout) else {
-            return (.hostFailed("too many connections to this destination", plaintextRetry: false), nil)
+            return (.hostFailed("too many connections to this destination", plaintextRetry: false), nil, false)
         }
         let conn: BlockingConnection
         do {
@@ -155,7 +157,7 @@ public final class Courier: @unchecked Sendable {
         } catch {
             slots.release(peer)
             deadUntil.withLock { $0[peer] = MonotonicClock.now() + settings.backoff.nanoseconds }
-            return (.hostFailed("\(error)", plaintextRetry: false), nil)
+            return (.hostFailed("\(error)", plaintextRetry: false), nil, false)
         }
         let requirement: ClientSession.TLSRequirement = tls == .none ? .none : (tls == .may ? .may : .encrypt)
         let session = ClientSession(settings: .init(heloName: settings.heloName, tls: requirement, credentials: credentials,
@@ -164,7 +166,7 @@ public final class Courier: @unchecked Sendable {
         let d = Dialogue(conn: conn, session: session, host: host, tls: tls, tlsa: tlsa, courier: self)
         let outcome = d.run([], body: body)
         finish(d, key: key)
-        return (outcome, d.tlsInfo)
+        return (outcome, d.tlsInfo, d.session.serverExtensions["DSN"] != nil)
     }
 
     /// After a transaction: keep the connection for the next message to the same address, or close it.

@@ -4,6 +4,9 @@ import SMTPProtocol
 /// Delivery status notifications (RFC 3464, RFC 3461, RFC 6522 multipart/report): what a bounce says.
 /// Pure: the caller passes the time, the ids and the original message.
 public enum DSN {
+    /// RFC 3464 2.3.3.
+    public enum Action: String, Sendable { case failed, delayed, relayed }
+
     public struct Failure: Sendable, Hashable {
         /// The recipient as it was given (forward-path without brackets).
         public var recipient: String
@@ -27,15 +30,19 @@ public enum DSN {
     /// (RFC 3461 4.3: HDRS is the default we choose, as the original may be large).
     public static func bounce(hostname: String, originalSender: String, queueID: String, envelopeID: String?,
                               received: Int, failures: [Failure], original: ArraySlice<UInt8>, ret: String?,
-                              now: Int, boundarySeed: String, delayed: Bool = false) -> [UInt8] {
+                              now: Int, boundarySeed: String, action: Action = .failed) -> [UInt8] {
         let boundary = "\(queueID).\(boundarySeed)/\(hostname)"
         let date = ReceivedHeader.rfc5322Date(now)
         let expired = failures.allSatisfy { $0.status.hasPrefix("4.") }
         var h = ""
         h += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
         h += "To: <\(originalSender)>\r\n"
-        let subject = delayed ? "Delayed Mail (still being retried)"
-            : expired ? "Undelivered Mail: delivery time expired" : "Undelivered Mail Returned to Sender"
+        let subject: String
+        switch action {
+        case .delayed: subject = "Delayed Mail (still being retried)"
+        case .relayed: subject = "Successful Mail Delivery Report"
+        case .failed: subject = expired ? "Undelivered Mail: delivery time expired" : "Undelivered Mail Returned to Sender"
+        }
         h += "Subject: \(subject)\r\n"
         h += "Date: \(date)\r\n"
         h += "Message-ID: <\(queueID).\(boundarySeed)@\(hostname)>\r\n"
@@ -47,9 +54,12 @@ public enum DSN {
         h += "--\(boundary)\r\n"
         h += "Content-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
         h += "This is the mail system at host \(hostname).\r\n\r\n"
-        if delayed {
+        if action == .delayed {
             h += "Your message could not be delivered to one or more recipients yet.\r\n"
             h += "Delivery will be tried again; no action is needed on your part.\r\n\r\n"
+        } else if action == .relayed {
+            h += "Your message was passed on to a system that does not report deliveries,\r\n"
+            h += "so this is the last report you will get for these recipients.\r\n\r\n"
         } else {
             h += "Your message could not be delivered to one or more recipients.\r\n"
             h += expired ? "It stayed in the queue for too long without being accepted.\r\n\r\n" : "It was refused permanently.\r\n\r\n"
@@ -69,7 +79,7 @@ public enum DSN {
             h += "\r\n"
             if let o = f.orcpt { h += "Original-Recipient: \(ascii(o))\r\n" }
             h += "Final-Recipient: rfc822; \(f.recipient)\r\n"
-            h += "Action: \(delayed ? "delayed" : "failed")\r\n"
+            h += "Action: \(action.rawValue)\r\n"
             h += "Status: \(f.status)\r\n"
             if let r = f.remoteHost { h += "Remote-MTA: dns; \(r)\r\n" }
             h += "Diagnostic-Code: \(ascii(f.diagnostic))\r\n"

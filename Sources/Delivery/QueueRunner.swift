@@ -216,11 +216,14 @@ public final class QueueRunner: @unchecked Sendable {
         var finals: [DeliveryState.Line] = []
         var failures: [(Int, DSN.Failure)] = []
         var deferred: [DeliveryState.Line] = []
+        // RFC 3461 6.2.1: NOTIFY=SUCCESS, and the next hop does not take DSN requests: say "relayed".
+        var relayed: [DSN.Failure] = []
         for g in groups {
             let started = Date()
             let (plan, _, route) = planner.plan(domain: g.domain, routes: settings.routes, resolver: resolver)
             var results: [ClientSession.RecipientResult]
             var relay: Courier.HostAttempt?
+            var nextHopDSN = false
             switch plan {
             case .bounce(let status, let why):
                 results = Array(repeating: .permanent(why, status), count: g.indices.count)
@@ -238,6 +241,7 @@ public final class QueueRunner: @unchecked Sendable {
                                               credentials: route?.credentials)
                 results = attempt.results
                 relay = attempt.relay
+                nextHopDSN = attempt.nextHopDSN
                 for t in attempt.tried where t.error != nil && t.address != relay?.address {
                     log.deliveryEvent("connect", warning: true, [("id", id), ("relay", "\(t.host)[\(t.address)]"),
                                                                  ("error", t.error ?? "")])
@@ -253,6 +257,10 @@ public final class QueueRunner: @unchecked Sendable {
                 switch results[k] {
                 case .delivered(let reply):
                     finals.append(.init(rcpt: i, result: .delivered, at: now, reply: reply, host: relayText))
+                    if !nextHopDSN, rcpt.notify?.contains("SUCCESS") == true {
+                        relayed.append(DSN.Failure(recipient: rcpt.address, orcpt: rcpt.orcpt, status: "2.0.0", remoteHost: relay?.host,
+                                                   diagnostic: "smtp; " + reply, lastAttempt: now))
+                    }
                     log.deliveryEvent("delivery", warning: false, fields + [("result", "delivered"), ("reply", reply)])
                 case .permanent(let reply, let status):
                     let st = status.map { "\($0)" } ?? "5.0.0"
@@ -265,6 +273,9 @@ public final class QueueRunner: @unchecked Sendable {
                     log.deliveryEvent("delivery", warning: true, fields + [("result", "deferred"), ("reply", reply)])
                 }
             }
+        }
+        if !relayed.isEmpty && !env.sender.isEmpty {
+            _ = storeReport(id, entry: entry, relayed, action: .relayed, ret: "HDRS", now: now)
         }
         // Every recipient delivered now: one durable removal says so (no state line needed).
         if finals.count == pending.count && failures.isEmpty && deferred.isEmpty {
@@ -317,24 +328,8 @@ public final class QueueRunner: @unchecked Sendable {
             log.deliveryEvent("bounce", warning: true, [("id", id), ("result", "dropped"), ("reason", "the sender is <>"),
                                                       ("recipients", "\(failures.count)")])
         } else if !wanted.isEmpty {
-            let bounceID = SpoolDirectory.newID()
-            let body = DSN.bounce(hostname: settings.hostname, originalSender: env.sender, queueID: id, envelopeID: env.envid,
-                                  received: env.received, failures: wanted.map(\.1), original: entry.message, ret: env.ret,
-                                  now: now, boundarySeed: String(bounceID.text.suffix(6)))
-            let stored = StoredEnvelope(
-                id: bounceID.text, received: now, sender: "", recipients: [.init(address: env.sender)], size: body.count,
-                body: nil, smtputf8: false, ret: nil, envid: nil,
-                client: .init(address: "127.0.0.1", helo: settings.hostname, session: "bounce", listener: "bounce", protocol: "local"))
-            do {
-                try spool.store(id: bounceID, header: QueueFile.header(stored), data: [body])
-            } catch {
-                // Not stored: the recipients stay pending and the bounce is tried again next time.
-                log.deliveryEvent("bounce", warning: true, [("id", id), ("result", "failed"), ("error", "\(error)")])
-                return
-            }
-            log.deliveryEvent("bounce", warning: false, [("id", id), ("bounce_id", bounceID.text), ("to", "<\(env.sender)>"),
-                                                       ("recipients", "\(wanted.count)")])
-            enqueued(bounceID.text)
+            // Not stored: the recipients stay pending and the bounce is tried again next time.
+            guard storeReport(id, entry: entry, wanted.map(\.1), action: .failed, ret: env.ret, now: now) else { return }
         }
         let lines = failures.map { i, f in DeliveryState.Line(rcpt: i, result: .bounced, at: now, reply: f.diagnostic) }
         try? spool.record(id, lines, sync: true)
@@ -352,22 +347,33 @@ public final class QueueRunner: @unchecked Sendable {
                                diagnostic: d.reply ?? "deferred", lastAttempt: now)
         }
         guard !wanted.isEmpty else { return }
-        let warnID = SpoolDirectory.newID()
+        _ = storeReport(id, entry: entry, wanted, action: .delayed, ret: "HDRS", now: now)
+    }
+
+    /// Stores a DSN about `id` for its sender as a new message from `<>` and schedules it; false when
+    /// it could not be stored. The log line is `bounce`, `delay-warning` or `relayed`.
+    func storeReport(_ id: String, entry: SpoolDirectory.Entry, _ recipients: [DSN.Failure], action: DSN.Action, ret: String?,
+                     now: Int) -> Bool {
+        let env = entry.envelope
+        let event = action == .failed ? "bounce" : action == .delayed ? "delay-warning" : "relayed"
+        let reportID = SpoolDirectory.newID()
         let body = DSN.bounce(hostname: settings.hostname, originalSender: env.sender, queueID: id, envelopeID: env.envid,
-                              received: env.received, failures: wanted, original: entry.message, ret: "HDRS",
-                              now: now, boundarySeed: String(warnID.text.suffix(6)), delayed: true)
+                              received: env.received, failures: recipients, original: entry.message, ret: ret,
+                              now: now, boundarySeed: String(reportID.text.suffix(6)), action: action)
         let stored = StoredEnvelope(
-            id: warnID.text, received: now, sender: "", recipients: [.init(address: env.sender)], size: body.count,
+            id: reportID.text, received: now, sender: "", recipients: [.init(address: env.sender)], size: body.count,
             body: nil, smtputf8: false, ret: nil, envid: nil,
-            client: .init(address: "127.0.0.1", helo: settings.hostname, session: "delay-warning", listener: "bounce", protocol: "local"))
+            client: .init(address: "127.0.0.1", helo: settings.hostname, session: event, listener: "dsn", protocol: "local"))
         do {
-            try spool.store(id: warnID, header: QueueFile.header(stored), data: [body])
-            log.deliveryEvent("delay-warning", warning: false, [("id", id), ("warning_id", warnID.text), ("to", "<\(env.sender)>"),
-                                                              ("recipients", "\(wanted.count)")])
-            enqueued(warnID.text)
+            try spool.store(id: reportID, header: QueueFile.header(stored), data: [body])
         } catch {
-            log.deliveryEvent("delay-warning", warning: true, [("id", id), ("error", "\(error)")])
+            log.deliveryEvent(event, warning: true, [("id", id), ("result", "failed"), ("error", "\(error)")])
+            return false
         }
+        log.deliveryEvent(event, warning: false, [("id", id), ("report_id", reportID.text), ("to", "<\(env.sender)>"),
+                                                  ("recipients", "\(recipients.count)")])
+        enqueued(reportID.text)
+        return true
     }
 
     public static func domain(of address: String) -> String {

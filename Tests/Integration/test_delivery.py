@@ -248,6 +248,30 @@ class NextHopTests(unittest.TestCase):
         self.assertEqual(t.rcpts[0].params.get("ORCPT"), "rfc822;old@dest.test")
         rewritten = [e.get("rewritten") for e in r.logs("delivery")]
         self.assertEqual(rewritten, ["<new@dest.test>", "<someone@dest.test>"])
+        time.sleep(0.5)
+        self.assertEqual(self.origin.transactions, [])   # the next hop reports; no "relayed" DSN from here
+
+    def test_notify_success_to_a_next_hop_without_dsn_gets_a_relayed_report(self):
+        s = SinkServer(self, host="127.0.0.25", port=self.port, behaviour=Behaviour(dsn=False))
+        r = Relay(self, self.dns, self.port)
+        c = SMTPConn(self, "127.0.0.1", r.port)
+        c.reply()
+        c.ehlo()
+        self.assertEqual(c.command("MAIL FROM:<a@origin.test>").code, 250)
+        self.assertEqual(c.command("RCPT TO:<tell@dest.test> NOTIFY=SUCCESS").code, 250)
+        self.assertEqual(c.command("RCPT TO:<quiet@dest.test>").code, 250)
+        c.command("DATA")
+        self.assertEqual(c.command("Subject: x\r\n\r\nbody\r\n.").code, 250)
+        c.close()
+        s.wait_for(1)
+        self.origin.wait_for(1)
+        (t,) = self.origin.transactions
+        self.assertEqual(t.mail_from, "")
+        m = parse(t.data)
+        _, _, per_rcpt, _ = dsn_parts(m)
+        self.assertEqual([(f["Final-Recipient"], f["Action"], f["Status"]) for f in per_rcpt],
+                         [("rfc822; tell@dest.test", "relayed", "2.0.0")])
+        self.assertIn("Successful Mail Delivery Report", m["Subject"])
 
     def test_smtputf8_to_a_next_hop_without_it_bounces_5_6_7(self):
         SinkServer(self, host="127.0.0.25", port=self.port, behaviour=Behaviour(smtputf8=False))
