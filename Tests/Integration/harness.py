@@ -348,9 +348,8 @@ class Server:
         for marker in ("Simultaneous accesses", "Fatal error", "Fatal", "Program crashed"):
             for i, line in enumerate(text):
                 if marker in line:
-                    crash = [l for l in text[i:i + 40] if "Fatal" in l or "crashed" in l or "Simultaneous" in l
-                             or "access" in l]
-                    return "\n".join(crash[:lines])
+                    # The crash line, then the backtrace the Swift runtime prints after it.
+                    return "\n".join(text[i:i + 60])
         return "\n".join(text[-lines:])
 
     def kill9(self):
