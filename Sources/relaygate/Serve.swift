@@ -100,7 +100,11 @@ enum Serve {
             default:
                 server.shutdown(grace: config.limits.shutdownTimeout)
                 runner?.stop(waitingUpTo: config.limits.shutdownTimeout)
-                exit(0)
+                // _exit, not exit: the loop and pool threads may still be finishing (a last TLS session
+                // freed, a close_notify read), and exit's atexit handlers (OpenSSL's cleanup among them)
+                // would free global state under them. Everything durable is already on disk, and the
+                // log is written unbuffered.
+                _exit(0)
             }
         }
     }
