@@ -204,6 +204,26 @@ class DeliveryTests(unittest.TestCase):
         self.assertEqual(s.connections[1].verbs[-1], "QUIT")
         self.assertIsNotNone(s.connections[1].ended)
 
+    def test_hostile_or_silent_next_hops_defer_and_ipv6_delivers(self):
+        # A server that greets with garbage, then one that never says anything: both tried in order,
+        # then deferred. (An MX at ::1 would be this host itself, so IPv6 is reached by a route.)
+        dns = self.dns(("dest.test", "MX", 10, "garbage.dest.test"), ("dest.test", "MX", 20, "silent.dest.test"),
+                       ("garbage.dest.test", "A", "127.0.0.18"), ("silent.dest.test", "A", "127.0.0.19"))
+        garbage = self.sink("127.0.0.18", greeting="hello, this is not SMTP")
+        silent = self.sink("127.0.0.19", silent_at="greeting")
+        v6 = SinkServer(self, host="::1", port=self.port)
+        r = Relay(self, dns, self.port, extra=f'route v6.test {{ to "[::1]:{self.port}"; tls none }}')
+        r.send("a@origin.test", ["x@dest.test", "y@v6.test"])
+        v6.wait_for(1, timeout=WAIT)
+        e = r.wait_log(lambda e: e.get("event") == "delivery" and e.get("result") == "deferred", "a deferral")
+        self.assertIn("silent.dest.test[127.0.0.19]: read: Connection timed out", e["reply"])
+        errors = {c["relay"].split("[")[0]: c["error"] for c in r.logs("connect") if "relay" in c}
+        self.assertEqual(sorted(errors), ["garbage.dest.test", "silent.dest.test"])
+        self.assertEqual((len(garbage.connections), len(silent.connections)), (1, 1))
+        d = r.wait_log(lambda x: x.get("event") == "delivery" and x.get("result") == "delivered", "the IPv6 delivery")
+        self.assertEqual((d["to"], d["relay"]), ("<y@v6.test>", f"::1[[::1]:{self.port}]"))
+        self.assertEqual(v6.transactions[0].recipients, ["y@v6.test"])
+
     def test_connection_dropped_in_data_is_retried(self):
         dns = self.dns(("dest.test", "MX", 10, "mx.dest.test"), ("mx.dest.test", "A", "127.0.0.16"))
         s = self.sink("127.0.0.16", close_in_data=10)
