@@ -14,20 +14,20 @@ extension ConfigLoader {
     /// The delivery settings inside `queue { }` (besides `writers`).
     mutating func queueSetting(_ e: Directive, _ o: inout DeliveryOptions) {
         switch e.name {
-        case "delivery-threads": if let n = integer(e, range: 1...1000) { o.threads = n }
-        case "per-destination": if let n = integer(e, range: 1...1000) { o.perDestination = n }
-        case "recipients-per-transaction": if let n = integer(e, range: 1...1000) { o.recipientsPerTransaction = n }
-        case "retry-first": if let d = duration(e) { o.retry.first = d }
-        case "retry-max": if let d = duration(e) { o.retry.maximum = d }
-        case "lifetime": if let d = duration(e) { o.retry.lifetime = d }
-        case "connect-timeout": if let d = duration(e) { o.connectTimeout = d }
-        case "reply-timeout": if let d = duration(e) { o.replyTimeout = d }
-        case "data-timeout": if let d = duration(e) { o.dataTimeout = d }
-        case "backoff": if let d = duration(e) { o.backoff = d }
-        case "scan-interval": if let d = duration(e) { o.scanInterval = d }
-        case "connection-reuse": if let n = integer(e, range: 1...10_000) { o.reuse = n }
-        case "delay-warning": if let d = duration(e) { o.delayWarning = d }
-        case "connection-idle": if let d = duration(e) { o.reuseIdle = d }
+        case "delivery-threads": if let n = integer(e, range: 1...1000) { o.runner.concurrency = n }
+        case "per-destination": if let n = integer(e, range: 1...1000) { o.courier.perDestination = n }
+        case "recipients-per-transaction": if let n = integer(e, range: 1...1000) { o.runner.recipientsPerTransaction = n }
+        case "retry-first": if let d = duration(e) { o.runner.retry.first = d }
+        case "retry-max": if let d = duration(e) { o.runner.retry.maximum = d }
+        case "lifetime": if let d = duration(e) { o.runner.retry.lifetime = d }
+        case "connect-timeout": if let d = duration(e) { o.courier.connectTimeout = d }
+        case "reply-timeout": if let d = duration(e) { o.courier.replyTimeout = d }
+        case "data-timeout": if let d = duration(e) { o.courier.dataTimeout = d }
+        case "backoff": if let d = duration(e) { o.courier.backoff = d }
+        case "scan-interval": if let d = duration(e) { o.runner.scanInterval = d }
+        case "connection-reuse": if let n = integer(e, range: 1...10_000) { o.courier.reuse = n }
+        case "delay-warning": if let d = duration(e) { o.runner.delayWarning = d }
+        case "connection-idle": if let d = duration(e) { o.courier.reuseIdle = d }
         default: break
         }
     }
@@ -56,17 +56,17 @@ extension ConfigLoader {
     mutating func outboundBlock(_ d: Directive, _ o: inout DeliveryOptions) {
         for e in block(d, keys: Self.outboundKeys) {
             switch e.name {
-            case "tls": if let l = tlsLevel(e) { o.routes.defaultTLS = l }
+            case "tls": if let l = tlsLevel(e) { o.runner.routes.defaultTLS = l }
             case "port": if let n = integer(e, range: 1...65535) { o.port = n }
             case "helo":
                 if let a = single(e) {
                     if DomainName(a.text) == nil { error(a.location, "'\(a.text)' is not a host name") }
-                    o.helo = a.text
+                    o.courier.heloName = a.text
                 }
             case "delivery":
                 if let a = single(e), let b = boolean(a) { o.enabled = b }
             case "ca-file":
-                if let a = single(e) { o.caFile = reader.resolve(a.text, from: e.location.file) }
+                if let a = single(e) { o.courier.caFile = reader.resolve(a.text, from: e.location.file) }
             default:
                 if e.arguments.isEmpty { error(e.location, "mx-names needs one or more names") }
                 o.mxNames += e.arguments.map { $0.text.lowercased() }
@@ -113,11 +113,11 @@ extension ConfigLoader {
             error(d.location, "route '\(name)': credentials are sent over TLS only; set tls may, encrypt or verify")
         }
         if name == "default" {
-            if o.routes.fallback != nil { error(nameArg.location, "route default is defined twice") }
-            o.routes.fallback = route
+            if o.runner.routes.fallback != nil { error(nameArg.location, "route default is defined twice") }
+            o.runner.routes.fallback = route
         } else {
-            if o.routes.byDomain[name] != nil { error(nameArg.location, "route \(name) is defined twice") }
-            o.routes.byDomain[name] = route
+            if o.runner.routes.byDomain[name] != nil { error(nameArg.location, "route \(name) is defined twice") }
+            o.runner.routes.byDomain[name] = route
         }
     }
 
@@ -168,7 +168,7 @@ extension ConfigLoader {
                 error(at, "rewrite '\(old)' to '\(new)': both whole addresses, or both @domain")
                 continue
             }
-            o.routes.rewrites[old.lowercased()] = new
+            o.runner.routes.rewrites[old.lowercased()] = new
         }
     }
 

@@ -17,14 +17,13 @@ enum RouteCommand {
         let d = config.delivery
         let resolver: UnboundResolver
         do { resolver = try UnboundResolver(settings: d.dns) } catch { RelaygateCommand.fail("DNS: \(error)") }
-        let names = Set([hostname.lowercased()] + d.mxNames + (config.relay?.localNames.exactNames ?? []))
-        let planner = RoutePlanner(localNames: names, localAddresses: InterfaceAddresses.all(), port: d.port)
+        let planner = config.routePlanner(hostname: hostname, localAddresses: InterfaceAddresses.all())
         var all: [[String: Any]] = []
         var text = ""
         for address in o.positional {
-            let rewritten = d.routes.rewrite(address)
+            let rewritten = d.runner.routes.rewrite(address)
             let domain = QueueRunner.domain(of: rewritten)
-            let (plan, trace, route) = planner.plan(domain: domain, routes: d.routes, resolver: resolver, shuffle: { $0 })
+            let (plan, trace, route) = planner.plan(domain: domain, routes: d.runner.routes, resolver: resolver, shuffle: { $0 })
             var obj: [String: Any] = ["address": address, "domain": domain]
             text += "<\(address)>\n"
             if rewritten != address {
@@ -43,7 +42,7 @@ enum RouteCommand {
                 text += "  address literal: no DNS\n"
             } else {
                 text += trace.implicit ? "  no MX records: implicit MX \(domain) (RFC 5321 5.1)\n" : "  MX records of \(domain):\n"
-                obj["tls"] = d.routes.defaultTLS.rawValue
+                obj["tls"] = d.runner.routes.defaultTLS.rawValue
             }
             for r in trace.mx.sorted(by: { ($0.preference, $0.exchange) < ($1.preference, $1.exchange) }) {
                 text += "    \(r.preference) \(r.exchange.isEmpty ? "." : r.exchange)\n"

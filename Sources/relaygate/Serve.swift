@@ -119,30 +119,17 @@ enum Serve {
         } catch {
             RelaygateCommand.fail("DNS: \(error)")
         }
-        let names = Set([hostname.lowercased()] + d.mxNames + (config.relay?.localNames.exactNames ?? []))
-        let planner = RoutePlanner(localNames: names, localAddresses: interfaces, port: d.port)
-        var cs = Courier.Settings(heloName: d.helo ?? hostname)
-        cs.connectTimeout = d.connectTimeout
-        cs.replyTimeout = d.replyTimeout
-        cs.dataTimeout = d.dataTimeout
-        cs.backoff = d.backoff
-        cs.perDestination = d.perDestination
-        cs.reuse = d.reuse
-        cs.reuseIdle = d.reuseIdle
-        cs.caFile = d.caFile
+        let planner = config.routePlanner(hostname: hostname, localAddresses: interfaces)
+        var cs = d.courier
+        if cs.heloName.isEmpty { cs.heloName = hostname }
         let courier: Courier
         do {
             courier = try Courier(settings: cs, resolver: resolver)
         } catch {
             RelaygateCommand.fail("TLS: \(error)")
         }
-        var rs = QueueRunner.Settings(hostname: hostname)
-        rs.retry = d.retry
-        rs.concurrency = d.threads
-        rs.recipientsPerTransaction = d.recipientsPerTransaction
-        rs.scanInterval = d.scanInterval
-        rs.routes = d.routes
-        rs.delayWarning = d.delayWarning
+        var rs = d.runner
+        rs.hostname = hostname
         return QueueRunner(settings: rs, spool: spool, resolver: resolver, planner: planner, courier: courier, log: log)
     }
 
